@@ -1,0 +1,10 @@
+from django.apps import AppConfig
+
+
+class ChatConfig(AppConfig):
+    name = "chat"
+    verbose_name = "Chat"
+
+    def ready(self) -> None:
+        # Registers the `chat:room` stream kind and the `chat.send` action with the core.
+        from . import streams  # noqa: F401

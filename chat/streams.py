@@ -1,0 +1,73 @@
+"""The ``chat:room:<id>`` stream kind and the ``chat.send`` action, registered with the core.
+
+Events on ``chat:room:<id>``:
+    ``chat.message`` (durable, ``offset`` = the room's sequence number): ``message_event_data``.
+    ``chat.member_joined`` / ``chat.member_left``: ``{user: {id, username}}``.
+    ``chat.members`` (snapshot on subscribe): ``{members: [{id, username}]}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.db import database_sync_to_async
+
+from realtime.consumers import ActionContext
+from realtime.protocol import ErrorCode, ProtocolError
+from realtime.registry import Event, User, action, register_stream
+
+from . import selectors, services
+
+
+def _room_id(key: str) -> int:
+    if not key.isdigit():
+        raise ProtocolError(ErrorCode.NOT_FOUND, "rooms are named chat:room:<id>")
+    return int(key)
+
+
+def authorize_room(user: User, key: str) -> None:
+    """Members of private rooms and any signed-in user for public rooms may subscribe."""
+    if not user.is_authenticated:
+        raise ProtocolError(ErrorCode.UNAUTHENTICATED, "sign in to read rooms")
+    selectors.room_get_readable(user=user, room_id=_room_id(key))
+
+
+def replay_room(key: str, since: int, limit: int) -> list[Event]:
+    """The room's messages after offset ``since``, oldest first."""
+    messages = selectors.message_list_after(room_id=_room_id(key), since=since, limit=limit)
+    return [
+        Event("chat.message", selectors.message_event_data(m), m.offset) for m in messages
+    ]
+
+
+def snapshot_room(user: User, key: str) -> list[Event]:
+    """The member list, sent on every subscribe."""
+    room = selectors.room_get_readable(user=user, room_id=_room_id(key))
+    return [Event("chat.members", {"members": selectors.room_member_names(room=room)})]
+
+
+register_stream("chat:room", authorize=authorize_room, replay=replay_room, snapshot=snapshot_room)
+
+
+@action("chat.send")
+async def send_message(ctx: ActionContext, frame: dict[str, Any]) -> dict[str, Any]:
+    """``chat.send {room: int, text: str, client_id?: str}`` → ``ack {client_id, stream, id,
+    offset}``; the message itself arrives as a ``chat.message`` event on the room's stream.
+
+    Errors: ``invalid`` (bad room/text/client_id), ``unauthenticated``, ``forbidden``
+    (private room), ``not_found``, ``unavailable`` (database down; nothing written).
+    """
+    room_id = frame.get("room")
+    if type(room_id) is not int:
+        raise ProtocolError(ErrorCode.INVALID, "room must be an integer room id")
+    if not ctx.user.is_authenticated:
+        raise ProtocolError(ErrorCode.UNAUTHENTICATED, "sign in to send messages")
+    message = await database_sync_to_async(services.message_create)(
+        user=ctx.user, room_id=room_id, text=frame.get("text"), client_id=frame.get("client_id")
+    )
+    return {
+        "client_id": message.client_id,
+        "stream": f"chat:room:{room_id}",
+        "id": message.pk,
+        "offset": message.offset,
+    }

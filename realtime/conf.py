@@ -1,0 +1,39 @@
+"""Settings of the real-time core, read through one object (as DRF's `api_settings`)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, fields
+from typing import Any
+
+from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+
+@dataclass(frozen=True)
+class RealtimeSettings:
+    """Limits and tunables; each field documented in `townsquare/settings.py`."""
+
+    MAX_FRAME_BYTES: int = 64 * 1024
+    FRAMES_PER_SECOND: float = 20.0
+    FRAME_BURST: int = 40
+    RATE_LIMIT_CLOSE_AFTER: int = 100
+    MAX_STREAMS_PER_SOCKET: int = 100
+    OUTBOX_MAX_BYTES: int = 4 * 1024 * 1024
+    REPLAY_MAX: int = 5000
+    JWT_TTL_SECONDS: int = 15 * 60
+
+
+@functools.cache
+def rt_settings() -> RealtimeSettings:
+    """Return the `TOWNSQUARE_REALTIME` settings over the defaults (cached; reset on change)."""
+    given: dict[str, Any] = getattr(settings, "TOWNSQUARE_REALTIME", {})
+    known = {f.name for f in fields(RealtimeSettings)}
+    return RealtimeSettings(**{k: v for k, v in given.items() if k in known})
+
+
+@receiver(setting_changed)
+def _reset(*, setting: str, **kwargs: Any) -> None:
+    if setting == "TOWNSQUARE_REALTIME":
+        rt_settings.cache_clear()

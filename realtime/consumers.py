@@ -1,0 +1,415 @@
+"""Consumers of the real-time core.
+
+``RealtimeConsumer`` is the base of every Townsquare socket: it owns the socket's outbox,
+its hub subscriptions and its limits, and turns errors into ``error`` frames. It has no
+channel-layer channel of its own (the hub holds one per process), and its ``dispatch`` skips
+Channels' per-message database-connection hop, since it never touches the ORM itself: service
+calls go through ``database_sync_to_async``.
+
+``StreamConsumer`` serves ``/ws/``, the native protocol of docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from channels.consumer import get_handler_name
+from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+from django.db import DatabaseError
+
+from . import registry
+from .conf import rt_settings
+from .hub import Frame, Renderer, get_hub
+from .middleware import SUBPROTOCOL
+from .outbox import Outbox
+from .protocol import CloseCode, ErrorCode, ProtocolError, encode_ack, encode_error, encode_event
+from .registry import Event
+
+logger = logging.getLogger(__name__)
+
+
+class Subscription:
+    """One socket's subscription to one stream: what the hub delivers frames to.
+
+    While the subscribe replay runs, live frames wait in ``buffer``; afterwards they pass
+    straight to the outbox. On durable streams, frames at or below ``last_offset`` (already
+    sent by the replay) are dropped, so a client never sees an offset twice.
+    """
+
+    __slots__ = ("buffer", "last_offset", "outbox", "renderer", "stream")
+
+    def __init__(
+        self, stream: str, outbox: Outbox, *, since: int | None, renderer: Renderer | None
+    ) -> None:
+        self.stream = stream
+        self.outbox = outbox
+        self.renderer = renderer
+        self.last_offset = since if since is not None else -1
+        self.buffer: list[Frame] | None = []
+
+    def deliver(self, frame: Frame) -> None:
+        """Called by the hub for each frame of the stream (no await, no encoding)."""
+        if self.buffer is not None:
+            self.buffer.append(frame)
+            return
+        offset = frame.offset
+        if offset is not None:
+            if offset <= self.last_offset:
+                return
+            self.last_offset = offset
+        text = frame.text if self.renderer is None else frame.render(self.renderer)
+        if text is not None:
+            self.outbox.put(text)
+
+    def go_live(self) -> None:
+        """End buffering: pass on the frames that arrived during the replay, then live ones."""
+        buffered, self.buffer = self.buffer or [], None
+        for frame in buffered:
+            self.deliver(frame)
+
+
+@dataclass
+class Opened:
+    """What ``open_subscription`` read: the snapshot and replay events to send first."""
+
+    durable: bool
+    snapshot: list[Event] = field(default_factory=list)
+    replay: list[Event] = field(default_factory=list)
+    truncated: bool = False
+    subscription: Subscription | None = None
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """What an action handler gets besides the frame: who sent it, and on which socket."""
+
+    user: AbstractBaseUser | AnonymousUser
+    consumer: RealtimeConsumer
+
+
+def error_for_exception(exc: Exception) -> tuple[ErrorCode, str] | None:
+    """Map an exception from a handler or service to an ``error`` frame's code and detail.
+
+    Returns None for exceptions that are bugs (they are logged and the socket closes).
+    """
+    if isinstance(exc, ProtocolError):
+        return exc.code, exc.detail
+    if isinstance(exc, PermissionDenied):
+        return ErrorCode.FORBIDDEN, str(exc) or "not allowed"
+    if isinstance(exc, ObjectDoesNotExist):
+        return ErrorCode.NOT_FOUND, str(exc) or "not found"
+    if isinstance(exc, ValidationError):
+        return ErrorCode.INVALID, "; ".join(exc.messages)
+    if isinstance(exc, DatabaseError):
+        return ErrorCode.UNAVAILABLE, "the database is unavailable; nothing was written, retry"
+    return None
+
+
+class RealtimeConsumer(AsyncWebsocketConsumer):
+    """Base consumer: outbox, hub subscriptions, frame limits and error frames.
+
+    Subclasses implement ``connect`` (accept or close) and ``receive_frame(frame)``
+    for each decoded JSON object. They call ``send_text`` / ``send_frame`` to write and
+    ``open_subscription`` to join a stream.
+
+    Limits (``TOWNSQUARE_REALTIME``): a text frame over ``MAX_FRAME_BYTES`` closes with
+    1009; frames beyond ``FRAMES_PER_SECOND`` (burst ``FRAME_BURST``) are dropped with a
+    ``rate_limited`` error, and ``RATE_LIMIT_CLOSE_AFTER`` drops in a row close with 4029;
+    unsent output over ``OUTBOX_MAX_BYTES`` closes with 4008.
+    """
+
+    # The hub holds this process's only layer channel; sockets need none.
+    channel_layer_alias = None  # type: ignore[assignment]
+
+    accepted = False
+    outbox: Outbox
+    subscriptions: dict[str, Subscription]
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Route an ASGI message to its handler, without Channels' per-message DB hop."""
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        """Called when the client opens the socket: set up state, then ``connect()``."""
+        limits = rt_settings()
+        self.limits = limits
+        self.hub = get_hub()
+        self.subscriptions = {}
+        self.outbox = Outbox(
+            self.base_send, max_bytes=limits.OUTBOX_MAX_BYTES, on_overflow=self._on_overflow
+        )
+        self._tokens = float(limits.FRAME_BURST)
+        self._refilled = time.monotonic()
+        self._drops = 0
+        self.connected_at = time.monotonic()
+        await self.connect()
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        """Accept the socket, choosing our subprotocol when the client offered it."""
+        if subprotocol is None and SUBPROTOCOL in (self.scope.get("subprotocols") or ()):
+            subprotocol = SUBPROTOCOL
+        await super().accept(subprotocol, headers)
+        self.accepted = True
+        self.outbox.start()
+        logger.info("socket open path=%s user=%s", self.scope.get("path"), self.user_label)
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        """Close after the frames already queued (or refuse, before ``accept``)."""
+        if not self.accepted:
+            await super().close(code, reason)
+            return
+        self.outbox.close(int(code) if isinstance(code, int) else 1000, reason or "")
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """Called when the socket closed: leave every stream, stop the writer."""
+        for stream, subscription in list(self.subscriptions.items()):
+            await self.hub.unsubscribe(stream, subscription)
+        self.subscriptions.clear()
+        if self.accepted:
+            await self.outbox.stop()
+        logger.info(
+            "socket closed path=%s user=%s code=%s seconds=%.1f",
+            self.scope.get("path"),
+            self.user_label,
+            message.get("code"),
+            time.monotonic() - self.connected_at,
+        )
+        await self.disconnect(message.get("code", 1000))
+        raise StopConsumer()
+
+    # --- receiving ------------------------------------------------------------------------
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        """Called for each client message: limits, JSON decoding, then ``receive_frame``."""
+        text = message.get("text")
+        if text is None:
+            await self.send_error(ErrorCode.BAD_FRAME, "binary messages are not accepted")
+            return
+        limit = self.limits.MAX_FRAME_BYTES
+        if len(text) > limit // 4 and len(text.encode()) > limit:
+            await self.outbox.abort(CloseCode.MESSAGE_TOO_BIG, "frame too big")
+            return
+        if not self._take_token():
+            self._drops += 1
+            if self._drops >= self.limits.RATE_LIMIT_CLOSE_AFTER:
+                await self.outbox.abort(CloseCode.RATE_LIMITED, "rate limit exceeded")
+            else:
+                await self.send_error(ErrorCode.RATE_LIMITED, "too many frames; slow down")
+            return
+        self._drops = 0
+        try:
+            frame = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            await self.send_error(ErrorCode.BAD_JSON, "the frame is not valid JSON")
+            return
+        if not isinstance(frame, dict):
+            await self.send_error(ErrorCode.BAD_FRAME, "a frame must be a JSON object")
+            return
+        ref = frame.get("ref")
+        if ref is not None and not isinstance(ref, (str, int)):
+            await self.send_error(ErrorCode.INVALID, "ref must be a string or an integer")
+            return
+        try:
+            await self.receive_frame(frame)
+        except Exception as exc:
+            mapped = error_for_exception(exc)
+            if mapped is None:
+                raise
+            if mapped[0] == ErrorCode.UNAVAILABLE:
+                logger.warning("frame failed on a dependency: %r", exc)
+            await self.send_error(mapped[0], mapped[1], ref=ref)
+
+    async def receive_frame(self, frame: dict[str, Any]) -> None:
+        """Called with each decoded client frame (a dict). Raise ``ProtocolError`` to refuse."""
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        limits = self.limits
+        self._tokens = min(
+            float(limits.FRAME_BURST),
+            self._tokens + (now - self._refilled) * limits.FRAMES_PER_SECOND,
+        )
+        self._refilled = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    # --- sending --------------------------------------------------------------------------
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        """Queue a text frame behind everything already queued (keeps frames in order)."""
+        if text_data is None:
+            raise ValueError("Townsquare sockets send text frames only")
+        self.send_text(text_data)
+        if close:
+            await self.close()
+
+    def send_text(self, text: str) -> bool:
+        """Queue an encoded frame; False when the socket is closing or overflowed."""
+        return self.outbox.put(text)
+
+    async def send_error(self, code: ErrorCode, detail: str, ref: Any = None, **fields: Any) -> None:
+        """Queue an ``error`` frame."""
+        self.send_text(encode_error(code, detail, ref, **fields))
+
+    def _on_overflow(self) -> None:
+        logger.warning("slow reader closed path=%s user=%s", self.scope.get("path"), self.user_label)
+        asyncio.get_running_loop().create_task(
+            self.outbox.abort(CloseCode.SLOW_READER, "slow reader: output buffer full")
+        )
+
+    # --- streams --------------------------------------------------------------------------
+    @property
+    def user(self) -> AbstractBaseUser | AnonymousUser:
+        """The signed-in user (session or token), or ``AnonymousUser``."""
+        return self.scope.get("user") or AnonymousUser()
+
+    @property
+    def user_label(self) -> str:
+        user = self.scope.get("user")
+        return str(user.pk) if user is not None and user.is_authenticated else "anonymous"
+
+    async def open_subscription(
+        self, stream: Any, *, since: int | None = None, renderer: Renderer | None = None
+    ) -> Opened:
+        """Authorize and join ``stream``.
+
+        The returned subscription buffers live frames until ``go_live()``; the caller first
+        sends the kind's snapshot events, then the replay after ``since``.
+
+        Raises:
+            ProtocolError: ``invalid``, ``unknown_stream``, ``too_many_streams``,
+                ``forbidden``, ``not_found``, ``unauthenticated``.
+            DatabaseError: the database failed (mapped to ``unavailable``).
+        """
+        kind, key = registry.resolve(stream)
+        if stream in self.subscriptions:
+            await self.close_subscription(stream)
+        if len(self.subscriptions) >= self.limits.MAX_STREAMS_PER_SOCKET:
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_STREAMS,
+                f"at most {self.limits.MAX_STREAMS_PER_SOCKET} streams per socket",
+            )
+        if since is not None and not kind.durable:
+            raise ProtocolError(ErrorCode.INVALID, f"{stream} is not durable: no 'since'")
+        await database_sync_to_async(kind.authorize)(self.user, key)
+        subscription = Subscription(stream, self.outbox, since=since, renderer=renderer)
+        self.subscriptions[stream] = subscription
+        # Join before reading the replay, so nothing published in between is missed; the
+        # overlap is removed by offset in Subscription.deliver.
+        await self.hub.subscribe(stream, subscription)
+        try:
+            opened = await database_sync_to_async(self._read_initial)(kind, key, since)
+        except BaseException:
+            await self.close_subscription(stream)
+            raise
+        opened.subscription = subscription
+        return opened
+
+    def _read_initial(self, kind: registry.StreamKind, key: str, since: int | None) -> Opened:
+        opened = Opened(durable=kind.durable)
+        if kind.snapshot is not None:
+            opened.snapshot = kind.snapshot(self.user, key)
+        if since is not None and kind.replay is not None:
+            limit = self.limits.REPLAY_MAX
+            replay = kind.replay(key, since, limit + 1)
+            opened.truncated = len(replay) > limit
+            opened.replay = replay[:limit]
+        return opened
+
+    async def close_subscription(self, stream: str) -> bool:
+        """Leave ``stream``; False if the socket was not subscribed."""
+        subscription = self.subscriptions.pop(stream, None)
+        if subscription is None:
+            return False
+        await self.hub.unsubscribe(stream, subscription)
+        return True
+
+
+class StreamConsumer(RealtimeConsumer):
+    """``/ws/``: many streams over one socket, in the protocol of docs/protocol.md.
+
+    Anyone may connect (public streams need no account); each stream kind decides who may
+    subscribe. A socket that offered a token which was refused gets an ``error`` frame with
+    code ``unauthenticated`` (detail ``token_expired`` or ``token_invalid``) and close 4001.
+    """
+
+    async def connect(self) -> None:
+        """Accept; or accept, explain and close with 4001 when the offered token was refused."""
+        await self.accept()
+        auth_error = self.scope.get("auth_error")
+        if auth_error:
+            await self.send_error(ErrorCode.UNAUTHENTICATED, auth_error)
+            await self.close(CloseCode.UNAUTHENTICATED, auth_error)
+
+    async def receive_frame(self, frame: dict[str, Any]) -> None:
+        """Dispatch a client frame to ``handle_<type>`` or a registered action."""
+        type_ = frame.get("type")
+        if not isinstance(type_, str):
+            raise ProtocolError(ErrorCode.BAD_FRAME, "a frame needs a string 'type'")
+        if type_ in registry.RESERVED_TYPES:
+            await getattr(self, f"handle_{type_}")(frame)
+            return
+        handler = registry.get_action(type_)
+        if handler is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {type_!r}")
+        result = await handler(ActionContext(user=self.user, consumer=self), frame)
+        self.send_text(encode_ack(frame.get("ref"), type_, **result))
+
+    async def handle_subscribe(self, frame: dict[str, Any]) -> None:
+        """``subscribe {stream, since?}`` → ``ack {stream, durable, replayed, truncated}``,
+        then the snapshot events, then the replayed events (``offset > since``, in order),
+        then live events."""
+        stream = frame.get("stream")
+        since = frame.get("since")
+        if since is not None and (type(since) is not int or since < 0):
+            raise ProtocolError(ErrorCode.INVALID, "since must be a non-negative integer")
+        opened = await self.open_subscription(stream, since=since)
+        subscription = opened.subscription
+        assert isinstance(stream, str) and subscription is not None
+        self.send_text(
+            encode_ack(
+                frame.get("ref"),
+                "subscribe",
+                stream=stream,
+                durable=opened.durable,
+                replayed=len(opened.replay),
+                truncated=opened.truncated,
+            )
+        )
+        for event in opened.snapshot + opened.replay:
+            if event.offset is not None:
+                subscription.last_offset = max(subscription.last_offset, event.offset)
+            text = encode_event(stream, event.event, event.data, event.offset)
+            if not await self.outbox.put_wait(text):
+                return
+        subscription.go_live()
+
+    async def handle_unsubscribe(self, frame: dict[str, Any]) -> None:
+        """``unsubscribe {stream}`` → ``ack {stream, was_subscribed}`` (idempotent)."""
+        stream = frame.get("stream")
+        if not isinstance(stream, str):
+            raise ProtocolError(ErrorCode.INVALID, "stream must be a string")
+        was = await self.close_subscription(stream)
+        self.send_text(encode_ack(frame.get("ref"), "unsubscribe", stream=stream, was_subscribed=was))
+
+    async def handle_ping(self, frame: dict[str, Any]) -> None:
+        """``ping`` → ``pong {ref?, time}`` with the server's Unix time in seconds."""
+        pong: dict[str, Any] = {"type": "pong", "time": time.time()}
+        if frame.get("ref") is not None:
+            pong["ref"] = frame["ref"]
+        self.send_text(orjson.dumps(pong).decode())

@@ -1,0 +1,198 @@
+"""The process-local hub: one channel-layer subscription per stream per process.
+
+Stock Channels gives every socket its own layer channel, so a group message costs a layer
+receive, a task wake-up and a thread hop per recipient. Here each worker process holds one
+layer channel (the hub's), joins the layer group of a stream when its first local socket
+subscribes and leaves it when the last one goes. A publish crosses the layer once per process;
+the hub hands the already-encoded frame to each local subscriber's outbox.
+See docs/architecture.md, "Fan-out".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from channels.layers import BaseChannelLayer, get_channel_layer
+
+logger = logging.getLogger(__name__)
+
+#: Channel-layer message type carrying one published frame between processes.
+FRAME_MESSAGE_TYPE = "hub.frame"
+
+
+def group_name(stream: str) -> str:
+    """Channel-layer group of a stream (``chat:room:42`` → ``rt.chat.room.42``).
+
+    Stream names use letters, digits, ``_`` and ``-`` between colons, so the mapping is
+    one-to-one and the result is a valid Channels group name (under 100 ASCII characters).
+    """
+    return "rt." + stream.replace(":", ".")
+
+
+Renderer = Callable[["Frame"], "str | None"]
+
+
+class Frame:
+    """One published event inside a process: encoded once; other renderings cached.
+
+    Attributes:
+        stream: the stream name.
+        offset: the event's offset on a durable stream, else None.
+        text: the native ``event`` frame as JSON text.
+    """
+
+    __slots__ = ("_payload", "_renders", "offset", "stream", "text")
+
+    def __init__(self, stream: str, offset: int | None, text: str) -> None:
+        self.stream = stream
+        self.offset = offset
+        self.text = text
+        self._renders: dict[Renderer, str | None] | None = None
+        self._payload: dict[str, Any] | None = None
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        """The decoded native frame (decoded at most once per process)."""
+        if self._payload is None:
+            import orjson
+
+            self._payload = orjson.loads(self.text)
+        return self._payload
+
+    def render(self, renderer: Renderer) -> str | None:
+        """Return ``renderer(self)``, computed once per frame per renderer (compat endpoints)."""
+        renders = self._renders
+        if renders is None:
+            renders = self._renders = {}
+        try:
+            return renders[renderer]
+        except KeyError:
+            text = renders[renderer] = renderer(self)
+            return text
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a local socket."""
+
+    def deliver(self, frame: Frame) -> None:
+        """Take one frame of a stream this socket subscribed to; must not await or block."""
+
+
+class Hub:
+    """Fan-out for the sockets of one event loop (one per worker process).
+
+    Use ``get_hub()``; tests that run many event loops get one hub per loop.
+    """
+
+    def __init__(self, layer: BaseChannelLayer | None) -> None:
+        self.layer = layer
+        self._streams: dict[str, set[Subscriber]] = {}
+        self._joined: set[str] = set()
+        self._lock = asyncio.Lock()
+        self._channel: str | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def stream_count(self) -> int:
+        """Streams with at least one local subscriber."""
+        return len(self._streams)
+
+    def local_subscribers(self, stream: str) -> int:
+        """Number of local sockets subscribed to ``stream``."""
+        return len(self._streams.get(stream, ()))
+
+    async def subscribe(self, stream: str, subscriber: Subscriber) -> None:
+        """Add a local subscriber; returns once this process receives the stream's publishes."""
+        subscribers = self._streams.get(stream)
+        if subscribers is None:
+            subscribers = self._streams[stream] = set()
+        subscribers.add(subscriber)
+        await self._sync_group(stream)
+
+    async def unsubscribe(self, stream: str, subscriber: Subscriber) -> None:
+        """Remove a local subscriber; the last one out leaves the layer group."""
+        subscribers = self._streams.get(stream)
+        if subscribers is None:
+            return
+        subscribers.discard(subscriber)
+        if not subscribers:
+            del self._streams[stream]
+            await self._sync_group(stream)
+
+    def deliver(self, frame: Frame) -> None:
+        """Hand one frame to every local subscriber of its stream. No await, no encoding."""
+        subscribers = self._streams.get(frame.stream)
+        if subscribers:
+            for subscriber in subscribers:
+                subscriber.deliver(frame)
+
+    async def _sync_group(self, stream: str) -> None:
+        # Joins and leaves of one stream can interleave across awaits; under the lock, make the
+        # layer membership match the local set, whatever happened while we waited.
+        if self.layer is None:
+            return
+        async with self._lock:
+            await self._ensure_reader()
+            wanted = stream in self._streams
+            if wanted and stream not in self._joined:
+                await self.layer.group_add(group_name(stream), self._channel)
+                self._joined.add(stream)
+            elif not wanted and stream in self._joined:
+                self._joined.discard(stream)
+                await self.layer.group_discard(group_name(stream), self._channel)
+
+    async def _ensure_reader(self) -> None:
+        if self._channel is None:
+            assert self.layer is not None
+            self._channel = await self.layer.new_channel(prefix="hub.")
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.layer is not None and self._channel is not None
+        layer, channel = self.layer, self._channel
+        backoff = 0.1
+        while True:
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("hub: channel layer receive failed; retrying in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            if message.get("type") == FRAME_MESSAGE_TYPE:
+                self.deliver(Frame(message["stream"], message.get("offset"), message["text"]))
+
+    async def close(self) -> None:
+        """Stop the reader and leave every group (tests, shutdown)."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+            self._reader = None
+        if self.layer is not None and self._channel is not None:
+            for stream in list(self._joined):
+                with contextlib.suppress(Exception):
+                    await self.layer.group_discard(group_name(stream), self._channel)
+        self._joined.clear()
+        self._streams.clear()
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def get_hub() -> Hub:
+    """Return the hub of the running event loop, creating it on first use."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None:
+        hub = _hubs[loop] = Hub(get_channel_layer())
+    return hub

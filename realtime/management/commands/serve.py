@@ -1,0 +1,58 @@
+"""``manage.py serve``: run Townsquare under uvicorn, the production ASGI server.
+
+uvicorn rather than daphne: it applies backpressure on ``send``, closes over-size frames with
+1009, and sends empty frames (daphne drops them). ``runserver`` (daphne) stays for
+development. Several workers (``--workers N``) need ``REDIS_URL`` so that publishes reach
+sockets on every worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import uvicorn
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from realtime.conf import rt_settings
+
+
+class Command(BaseCommand):
+    help = "Serve HTTP and WebSockets with uvicorn."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--workers", type=int, default=1)
+        parser.add_argument(
+            "--ws",
+            default="websockets-sansio",
+            choices=["websockets-sansio", "websockets", "wsproto"],
+            help="uvicorn's WebSocket implementation",
+        )
+        parser.add_argument("--no-access-log", action="store_true")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        workers = options["workers"]
+        if workers > 1 and not settings.REDIS_URL:
+            raise CommandError(
+                "--workers > 1 needs REDIS_URL: the in-memory channel layer cannot carry "
+                "publishes between processes."
+            )
+        self.stdout.write(
+            f"Townsquare on http://{options['host']}:{options['port']}/ "
+            f"({workers} worker{'s' if workers > 1 else ''}, ws={options['ws']})"
+        )
+        uvicorn.run(
+            "townsquare.asgi:application",
+            host=options["host"],
+            port=options["port"],
+            workers=workers,
+            ws=options["ws"],
+            ws_max_size=rt_settings().MAX_FRAME_BYTES,
+            lifespan="off",
+            # Django's LOGGING configures uvicorn's loggers, with tokens redacted.
+            log_config=None,
+            access_log=not options["no_access_log"],
+            proxy_headers=True,
+        )

@@ -1,0 +1,71 @@
+"""Publish events to streams from anywhere: views, services, signals, management commands.
+
+``publish(stream, event, data)`` encodes the ``event`` frame once and hands it to the
+channel layer once (one group per stream); every worker's hub then fans it out to its local
+subscribers. Writers of durable events call it from ``transaction.on_commit`` so that nothing
+is announced that is not stored (the "send after commit" rule, as Zulip's
+``send_event_on_commit``).
+
+Delivery is best effort: a channel-layer failure is logged and reported as ``False``, never
+raised into the caller's request. Durable streams are recovered from the database with
+``since``, so a lost publish costs latency, not data.
+
+With the in-memory layer only subscribers in the same process hear a publish: a management
+command run in another process reaches them only through ``POST /api/publish/`` or Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from .hub import FRAME_MESSAGE_TYPE, group_name
+from .protocol import encode_event
+
+logger = logging.getLogger(__name__)
+
+
+async def apublish(stream: str, event: str, data: Any, *, offset: int | None = None) -> bool:
+    """Publish ``data`` (plain JSON types) as ``event`` on ``stream``; the async twin.
+
+    Args:
+        stream: a stream name, e.g. ``chat:room:42``.
+        event: the event name, e.g. ``chat.message``.
+        data: JSON-able payload (dicts, lists, str, int, float, bool, None; datetimes are
+            encoded as RFC 3339 strings).
+        offset: the event's offset on a durable stream (its sequence number), else None.
+
+    Returns:
+        True when the channel layer took the frame, False when it failed (logged).
+    """
+    text = encode_event(stream, event, data, offset)
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    message = {"type": FRAME_MESSAGE_TYPE, "stream": stream, "offset": offset, "text": text}
+    try:
+        await layer.group_send(group_name(stream), message)
+    except Exception:
+        logger.exception("publish to %s failed", stream)
+        return False
+    return True
+
+
+def publish(stream: str, event: str, data: Any, *, offset: int | None = None) -> bool:
+    """Publish from synchronous code; same arguments and result as ``apublish``.
+
+    From a thread (a sync view, a service under ``database_sync_to_async``, a management
+    command) it waits until the layer took the frame, so publishes from one thread keep
+    their order. Called on an event-loop thread it cannot block, so it schedules the publish
+    on that loop and returns True.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return bool(async_to_sync(apublish)(stream, event, data, offset=offset))
+    loop.create_task(apublish(stream, event, data, offset=offset))
+    return True

@@ -1,0 +1,9 @@
+"""WebSocket routes of the real-time core."""
+
+from django.urls import path
+
+from .consumers import StreamConsumer
+
+websocket_urlpatterns = [
+    path("ws/", StreamConsumer.as_asgi()),
+]

@@ -1,0 +1,107 @@
+"""Short-lived JSON Web Tokens (RFC 7519, HS256 via PyJWT) for API clients and sockets.
+
+A token carries ``sub`` (the user id as a string), ``iat``, ``exp`` and ``typ="access"``,
+signed with ``SECRET_KEY``; its lifetime is ``TOWNSQUARE_REALTIME["JWT_TTL_SECONDS"]``.
+It is accepted by the HTTP API (``Authorization: Bearer <token>``) and by sockets
+(``Sec-WebSocket-Protocol: townsquare, bearer.<token>`` or, as seed 001, ``?token=<token>``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from .conf import rt_settings
+
+ALGORITHM = "HS256"
+ISSUER = "townsquare"
+
+
+class TokenError(Exception):
+    """A token was refused. ``code`` is ``token_expired`` or ``token_invalid``."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def issue_token(user: AbstractBaseUser) -> tuple[str, int]:
+    """Return ``(token, lifetime in seconds)`` for ``user``."""
+    ttl = rt_settings().JWT_TTL_SECONDS
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "sub": str(user.pk),
+        "iat": now,
+        "exp": now + ttl,
+        "iss": ISSUER,
+        "typ": "access",
+    }
+    return jwt.encode(claims, settings.SECRET_KEY, algorithm=ALGORITHM), ttl
+
+
+def user_id_from_token(token: str) -> int:
+    """Verify ``token`` and return its user id.
+
+    Raises:
+        TokenError: ``token_expired`` past ``exp``; ``token_invalid`` for a bad signature,
+            a malformed token, another algorithm, or missing claims.
+    """
+    try:
+        claims = jwt.decode(
+            token,
+            settings.SECRET_KEY,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "iss"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenError("token_expired", "the token has expired") from exc
+    except jwt.InvalidTokenError as exc:
+        raise TokenError("token_invalid", "the token is not valid") from exc
+    if claims.get("typ") != "access" or not str(claims["sub"]).isdigit():
+        raise TokenError("token_invalid", "the token is not valid")
+    return int(claims["sub"])
+
+
+def user_from_token(token: str) -> AbstractBaseUser:
+    """Return the active user a token names (sync: queries the database).
+
+    Raises:
+        TokenError: as ``user_id_from_token``, or ``token_invalid`` for an unknown or
+            inactive user.
+    """
+    user_id = user_id_from_token(token)
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        raise TokenError("token_invalid", "the token's user does not exist or is inactive")
+    return user
+
+
+class JWTAuthentication(authentication.BaseAuthentication):
+    """DRF authentication by ``Authorization: Bearer <token>``."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[AbstractBaseUser, str] | None:
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'.")
+        try:
+            token = header[1].decode("ascii")
+            return user_from_token(token), token
+        except (UnicodeDecodeError, TokenError) as exc:
+            detail = exc.detail if isinstance(exc, TokenError) else "the token is not valid"
+            raise exceptions.AuthenticationFailed(detail) from exc
+
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword

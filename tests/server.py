@@ -1,0 +1,127 @@
+"""Run a real Townsquare server process (uvicorn) on a free port, for integration tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET_KEY = "integration-test-secret-key-not-for-production-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running server: its base URLs, environment and log file."""
+
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def origin(self) -> str:
+        return self.http
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def manage(self, *args: str) -> str:
+        """Run a management command against the server's database."""
+        out = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return out.stdout
+
+
+def server_env(workdir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        {
+            "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            "SECRET_KEY": SECRET_KEY,
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DEBUG": "0",
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            "STATIC_ROOT": str(workdir / "static"),
+            "TOKEN_RATE": "10000/min",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def run_server(
+    workdir: Path, *, extra_args: tuple[str, ...] = (), prepare: bool = True, **env_extra: str
+) -> Iterator[Server]:
+    """Migrate, load demo data, collect static files, start ``manage.py serve``; stop on exit."""
+    env = server_env(workdir, **env_extra)
+    port = free_port()
+    log_path = workdir / f"server-{port}.log"
+    if prepare:
+        for args in (
+            ["migrate", "--noinput", "-v", "0"],
+            ["demo"],
+            ["collectstatic", "--noinput", "-v", "0"],
+        ):
+            subprocess.run(
+                [sys.executable, "manage.py", *args],
+                cwd=ROOT, env=env, check=True, capture_output=True, timeout=180,
+            )
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", str(port), *extra_args],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    server = Server(port=port, env=env, log_path=log_path, process=process)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{server.log()}")
+            try:
+                if httpx.get(f"{server.http}/accounts/login/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start in 30 s:\n{server.log()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

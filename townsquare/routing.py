@@ -1,0 +1,6 @@
+"""All WebSocket routes: the native protocol and the seed-compatible endpoints."""
+
+from chat.routing import websocket_urlpatterns as chat_patterns
+from realtime.routing import websocket_urlpatterns as realtime_patterns
+
+websocket_urlpatterns = realtime_patterns + chat_patterns

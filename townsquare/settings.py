@@ -1,0 +1,229 @@
+"""Townsquare settings, read from the environment (and a local `.env` file, if present).
+
+Environment variables:
+    DATABASE_URL   database URL; default a SQLite file `db.sqlite3` (WAL mode) in the checkout.
+    REDIS_URL      when set, channels_redis carries publishes between worker processes;
+                   otherwise the in-memory channel layer (one process only).
+    SECRET_KEY     signs sessions and tokens; every worker must share it.
+    ALLOWED_HOSTS  comma-separated host names; also the WebSocket origin allow-list.
+    DEBUG          "1"/"true" for Django's debug mode; default off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import django_stubs_ext
+import environ
+
+# Lets annotations such as ModelAdmin[Room] and Serializer[Any] run, as django-stubs documents.
+django_stubs_ext.monkeypatch()
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+# A fixed key for a laptop or a test run. `./run` writes a random one to `.env`; deployments
+# must set SECRET_KEY (the `townsquare.W001` check warns when this one is in use).
+INSECURE_DEV_SECRET_KEY = "insecure-dev-only-townsquare-secret-key-change-me-0123456789"
+SECRET_KEY: str = env.str("SECRET_KEY", default=INSECURE_DEV_SECRET_KEY)
+DEBUG: bool = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    # First, so that `manage.py runserver` serves ASGI (WebSockets included), as the seeds do.
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "drf_spectacular",
+    "realtime",
+    "chat",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django.middleware.csp.ContentSecurityPolicyMiddleware",
+]
+
+ROOT_URLCONF = "townsquare.urls"
+ASGI_APPLICATION = "townsquare.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "townsquare" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.csp",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            # WAL lets readers proceed while one writer writes; IMMEDIATE takes the write lock
+            # at BEGIN so two writers queue instead of failing with "database is locked".
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        }
+    )
+DATABASES["default"].setdefault("TEST", {})
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Channel layer --------------------------------------------------------------------------
+REDIS_URL: str | None = env.str("REDIS_URL", default=None)
+CHANNEL_LAYERS: dict[str, dict[str, Any]]
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": env.str("REDIS_PREFIX", default="townsquare"),
+                # One hub channel per worker process receives every publish for that process,
+                # so its capacity is per process, not per socket.
+                "capacity": env.int("CHANNEL_LAYER_CAPACITY", default=10_000),
+                "expiry": 60,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": env.int("CHANNEL_LAYER_CAPACITY", default=10_000)},
+        }
+    }
+
+# --- Auth -----------------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# --- Internationalization -------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Static files ---------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
+STATICFILES_DIRS = [BASE_DIR / "townsquare" / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "servestatic.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# Serve straight from the app folders when collectstatic has not run (DEBUG, tests).
+SERVESTATIC_USE_FINDERS = DEBUG
+SERVESTATIC_AUTOREFRESH = DEBUG
+
+# --- Content Security Policy: no inline scripts, nothing from other origins -----------------
+SECURE_CSP = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+
+# --- HTTP API -------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "realtime.tokens.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_THROTTLE_RATES": {"token": env.str("TOKEN_RATE", default="20/min")},
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Townsquare API",
+    "DESCRIPTION": "Rooms and messages over HTTP; the same services as the WebSocket protocol.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Townsquare real-time core (see docs/protocol.md) ---------------------------------------
+TOWNSQUARE_REALTIME = {
+    # Largest client frame accepted, in bytes; a larger one closes the socket with 1009.
+    "MAX_FRAME_BYTES": env.int("RT_MAX_FRAME_BYTES", default=64 * 1024),
+    # Token bucket per socket: sustained client frames per second, and the burst allowed.
+    "FRAMES_PER_SECOND": env.float("RT_FRAMES_PER_SECOND", default=20.0),
+    "FRAME_BURST": env.int("RT_FRAME_BURST", default=40),
+    # Frames dropped in a row for the rate limit before the socket is closed with 4029.
+    "RATE_LIMIT_CLOSE_AFTER": env.int("RT_RATE_LIMIT_CLOSE_AFTER", default=100),
+    # Streams one socket may hold at once; one more gets an error frame `too_many_streams`.
+    "MAX_STREAMS_PER_SOCKET": env.int("RT_MAX_STREAMS_PER_SOCKET", default=100),
+    # Unsent output one socket may hold, in characters of encoded JSON (bytes for ASCII);
+    # above it the socket is closed with 4008 (slow reader).
+    "OUTBOX_MAX_BYTES": env.int("RT_OUTBOX_MAX_BYTES", default=4 * 1024 * 1024),
+    # Messages a `subscribe {since}` replays at most; beyond it the ack says `truncated`.
+    "REPLAY_MAX": env.int("RT_REPLAY_MAX", default=5000),
+    # Lifetime of a JWT from POST /api/token/, in seconds.
+    "JWT_TTL_SECONDS": env.int("RT_JWT_TTL_SECONDS", default=15 * 60),
+}
+
+# --- Logging: one line per event; tokens never reach a log -----------------------------------
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact_tokens": {"()": "realtime.logging.RedactTokensFilter"}},
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_tokens"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "uvicorn": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "uvicorn.error": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "uvicorn.access": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "daphne": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+    },
+}
