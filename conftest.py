@@ -1,0 +1,13 @@
+"""Test-wide configuration (in-process tests; server processes keep the real settings)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings: Any) -> None:
+    # PBKDF2's deliberate slowness costs ~0.3 s per user created; tests need no such defence.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,99 @@
+"""Fixtures for the core's tests: test-only stream kinds and socket helpers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AbstractBaseUser
+from django.test import Client
+
+from realtime import registry
+from realtime.protocol import ErrorCode, ProtocolError
+from realtime.registry import Event, User
+from realtime.tokens import issue_token
+
+ORIGIN = b"http://127.0.0.1"
+
+#: The durable test stream's log: offset → text. Tests fill it.
+LOG: dict[int, str] = {}
+
+
+def _authorize_open(user: User, key: str) -> None:
+    return None
+
+
+def _authorize_members(user: User, key: str) -> None:
+    if not user.is_authenticated:
+        raise ProtocolError(ErrorCode.UNAUTHENTICATED, "sign in first")
+    if user.get_username() != key:
+        raise ProtocolError(ErrorCode.FORBIDDEN, "not yours")
+
+
+def _replay_log(key: str, since: int, limit: int) -> list[Event]:
+    return [Event("test.line", {"text": LOG[o]}, o) for o in sorted(LOG) if o > since][:limit]
+
+
+def _snapshot_open(user: User, key: str) -> list[Event]:
+    return [Event("test.snapshot", {"key": key})]
+
+
+@pytest.fixture(autouse=True)
+def test_streams() -> Iterator[None]:
+    """Register ``test:open`` (anyone; snapshot), ``test:mine:<username>`` (only that user)
+    and ``test:log`` (durable; replays LOG)."""
+    registry.register_stream("test:open", authorize=_authorize_open, snapshot=_snapshot_open)
+    registry.register_stream("test:mine", authorize=_authorize_members)
+    registry.register_stream("test:log", authorize=_authorize_open, replay=_replay_log)
+    LOG.clear()
+    yield
+    LOG.clear()
+
+
+def communicator(
+    path: str = "/ws/",
+    *,
+    origin: bytes | None = ORIGIN,
+    cookie: str | None = None,
+    subprotocols: list[str] | None = None,
+) -> WebsocketCommunicator:
+    from townsquare.asgi import application
+
+    headers: list[tuple[bytes, bytes]] = []
+    if origin is not None:
+        headers.append((b"origin", origin))
+    if cookie:
+        headers.append((b"cookie", cookie.encode()))
+    return WebsocketCommunicator(application, path, headers=headers, subprotocols=subprotocols)
+
+
+def session_cookie(user: AbstractBaseUser) -> str:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+def bearer(user: AbstractBaseUser) -> list[str]:
+    token, _ = issue_token(user)
+    return ["townsquare", f"bearer.{token}"]
+
+
+@pytest.fixture
+async def ws() -> AsyncIterator[WebsocketCommunicator]:
+    """An anonymous socket on /ws/, connected."""
+    comm = communicator()
+    connected, _ = await comm.connect()
+    assert connected
+    yield comm
+    await comm.disconnect()
+
+
+async def send(comm: WebsocketCommunicator, frame: dict[str, Any]) -> None:
+    await comm.send_json_to(frame)
+
+
+async def receive(comm: WebsocketCommunicator, timeout: float = 2) -> dict[str, Any]:
+    frame: dict[str, Any] = await comm.receive_json_from(timeout=timeout)
+    return frame

@@ -1,0 +1,355 @@
+"""The `/ws/` protocol consumer: frames, errors, streams, replay, limits, origin and auth."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import override_settings
+
+from realtime.hub import Frame, get_hub
+from realtime.protocol import encode_event
+from realtime.publish import apublish
+from realtime.tokens import ALGORITHM, ISSUER
+
+from .conftest import LOG, bearer, communicator, receive, send, session_cookie
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def alice(django_user_model: type[User]) -> User:
+    return django_user_model.objects.create_user("alice", password="pw-alice-123")
+
+
+async def test_ping_answers_pong_with_ref(ws: WebsocketCommunicator) -> None:
+    await send(ws, {"type": "ping", "ref": 7})
+    pong = await receive(ws)
+    assert pong["type"] == "pong"
+    assert pong["ref"] == 7
+    assert abs(pong["time"] - time.time()) < 5
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("{not json", "bad_json"),
+        ("[1, 2]", "bad_frame"),
+        ('"subscribe"', "bad_frame"),
+        ("{}", "bad_frame"),
+        ('{"type": 5}', "bad_frame"),
+        ('{"type": "launch.missiles"}', "unknown_type"),
+        ('{"type": "ping", "ref": {"x": 1}}', "invalid"),
+        ('{"type": "subscribe"}', "invalid"),
+        ('{"type": "subscribe", "stream": "has space"}', "invalid"),
+        ('{"type": "subscribe", "stream": "a.b"}', "invalid"),
+        ('{"type": "subscribe", "stream": "nosuchkind:1"}', "unknown_stream"),
+        ('{"type": "subscribe", "stream": "test:log", "since": -1}', "invalid"),
+        ('{"type": "subscribe", "stream": "test:log", "since": "3"}', "invalid"),
+        ('{"type": "subscribe", "stream": "test:log", "since": true}', "invalid"),
+        ('{"type": "subscribe", "stream": "test:open", "since": 3}', "invalid"),
+        ('{"type": "unsubscribe", "stream": 3}', "invalid"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_the_socket_stays_usable(
+    ws: WebsocketCommunicator, text: str, code: str
+) -> None:
+    await ws.send_to(text_data=text)
+    error = await receive(ws)
+    assert error["type"] == "error"
+    assert error["code"] == code
+    assert error["detail"]
+    await send(ws, {"type": "ping", "ref": "after"})
+    assert (await receive(ws))["ref"] == "after"
+
+
+async def test_binary_frames_are_refused_with_an_error(ws: WebsocketCommunicator) -> None:
+    await ws.send_to(bytes_data=b"\x00\x01")
+    error = await receive(ws)
+    assert (error["type"], error["code"]) == ("error", "bad_frame")
+
+
+async def test_error_carries_the_ref_of_the_failing_frame(ws: WebsocketCommunicator) -> None:
+    await send(ws, {"type": "subscribe", "stream": "nosuch", "ref": "s1"})
+    error = await receive(ws)
+    assert error["ref"] == "s1"
+    assert error["code"] == "unknown_stream"
+
+
+async def test_subscribe_acks_sends_snapshot_then_live_events(ws: WebsocketCommunicator) -> None:
+    await send(ws, {"type": "subscribe", "stream": "test:open:a1", "ref": 1})
+    ack = await receive(ws)
+    assert ack == {
+        "type": "ack",
+        "ref": 1,
+        "for": "subscribe",
+        "stream": "test:open:a1",
+        "durable": False,
+        "replayed": 0,
+        "truncated": False,
+    }
+    assert await receive(ws) == {
+        "type": "event",
+        "stream": "test:open:a1",
+        "event": "test.snapshot",
+        "data": {"key": "a1"},
+    }
+    assert await apublish("test:open:a1", "test.changed", {"n": 1}) is True
+    assert await apublish("test:open:other", "test.changed", {"n": 2}) is True
+    assert await apublish("test:open:a1", "test.changed", {"n": 3}) is True
+    first, second = await receive(ws), await receive(ws)
+    assert [first["data"], second["data"]] == [{"n": 1}, {"n": 3}]
+    assert first["event"] == "test.changed"
+    assert await ws.receive_nothing(timeout=0.1)
+
+
+async def test_unsubscribe_stops_events_and_is_idempotent(ws: WebsocketCommunicator) -> None:
+    await send(ws, {"type": "subscribe", "stream": "test:open:u"})
+    await receive(ws)
+    await receive(ws)  # snapshot
+    await send(ws, {"type": "unsubscribe", "stream": "test:open:u", "ref": "x"})
+    assert await receive(ws) == {
+        "type": "ack",
+        "ref": "x",
+        "for": "unsubscribe",
+        "stream": "test:open:u",
+        "was_subscribed": True,
+    }
+    await apublish("test:open:u", "test.changed", {})
+    assert await ws.receive_nothing(timeout=0.1)
+    await send(ws, {"type": "unsubscribe", "stream": "test:open:u"})
+    assert (await receive(ws))["was_subscribed"] is False
+    assert get_hub().local_subscribers("test:open:u") == 0
+
+
+async def test_replay_since_sends_exactly_the_missed_events_in_order_then_live(
+    ws: WebsocketCommunicator,
+) -> None:
+    LOG.update({1: "one", 2: "two", 3: "three", 4: "four"})
+    await send(ws, {"type": "subscribe", "stream": "test:log", "since": 2, "ref": "r"})
+    ack = await receive(ws)
+    assert (ack["durable"], ack["replayed"], ack["truncated"]) == (True, 2, False)
+    replayed = [await receive(ws), await receive(ws)]
+    assert [(f["offset"], f["data"]["text"]) for f in replayed] == [(3, "three"), (4, "four")]
+    # A late publish of an offset already replayed is dropped; the next one passes.
+    await apublish("test:log", "test.line", {"text": "four"}, offset=4)
+    await apublish("test:log", "test.line", {"text": "five"}, offset=5)
+    live = await receive(ws)
+    assert (live["offset"], live["data"]["text"]) == (5, "five")
+    assert await ws.receive_nothing(timeout=0.1)
+
+
+async def test_replay_is_capped_and_says_truncated(ws: WebsocketCommunicator) -> None:
+    LOG.update({i: f"line {i}" for i in range(1, 8)})
+    with override_settings(TOWNSQUARE_REALTIME={**settings.TOWNSQUARE_REALTIME, "REPLAY_MAX": 3}):
+        comm = communicator()
+        assert (await comm.connect())[0]
+        await send(comm, {"type": "subscribe", "stream": "test:log", "since": 0})
+        ack = await receive(comm)
+        assert (ack["replayed"], ack["truncated"]) == (3, True)
+        offsets = [(await receive(comm))["offset"] for _ in range(3)]
+        assert offsets == [1, 2, 3]
+        await comm.disconnect()
+
+
+async def test_frames_published_during_replay_are_delivered_once_after_it(
+    ws: WebsocketCommunicator,
+) -> None:
+    LOG.update({1: "one", 2: "two"})
+    hub = get_hub()
+    await send(ws, {"type": "subscribe", "stream": "test:log", "since": 0})
+    ack = await receive(ws)
+    assert ack["replayed"] == 2
+    # Offsets 2 (duplicate of the replay) and 3 arrive through the hub.
+    hub.deliver(Frame("test:log", 2, encode_event("test:log", "test.line", {"text": "two"}, 2)))
+    hub.deliver(Frame("test:log", 3, encode_event("test:log", "test.line", {"text": "3"}, 3)))
+    offsets = [(await receive(ws))["offset"] for _ in range(3)]
+    assert offsets == [1, 2, 3]
+    assert await ws.receive_nothing(timeout=0.1)
+
+
+async def test_resubscribing_replaces_the_subscription(ws: WebsocketCommunicator) -> None:
+    for _ in range(2):
+        await send(ws, {"type": "subscribe", "stream": "test:open:r"})
+        assert (await receive(ws))["type"] == "ack"
+        await receive(ws)
+    assert get_hub().local_subscribers("test:open:r") == 1
+    await apublish("test:open:r", "test.changed", {"once": True})
+    assert (await receive(ws))["data"] == {"once": True}
+    assert await ws.receive_nothing(timeout=0.1)
+
+
+async def test_too_many_streams_is_refused_with_an_error() -> None:
+    limits = {**settings.TOWNSQUARE_REALTIME, "MAX_STREAMS_PER_SOCKET": 2}
+    with override_settings(TOWNSQUARE_REALTIME=limits):
+        comm = communicator()
+        assert (await comm.connect())[0]
+        for key in ("a", "b"):
+            await send(comm, {"type": "subscribe", "stream": f"test:open:{key}"})
+            assert (await receive(comm))["type"] == "ack"
+            await receive(comm)
+        await send(comm, {"type": "subscribe", "stream": "test:open:c", "ref": 3})
+        error = await receive(comm)
+        assert (error["code"], error["ref"]) == ("too_many_streams", 3)
+        await comm.disconnect()
+
+
+async def test_oversized_frame_closes_with_1009() -> None:
+    limits = {**settings.TOWNSQUARE_REALTIME, "MAX_FRAME_BYTES": 1000}
+    with override_settings(TOWNSQUARE_REALTIME=limits):
+        comm = communicator()
+        assert (await comm.connect())[0]
+        await comm.send_to(text_data='{"type": "ping", "pad": "' + "x" * 1000 + '"}')
+        closed = await comm.receive_output(timeout=2)
+        assert closed == {"type": "websocket.close", "code": 1009, "reason": "frame too big"}
+        await comm.disconnect()
+
+
+async def test_multibyte_frame_over_the_byte_limit_closes_with_1009() -> None:
+    limits = {**settings.TOWNSQUARE_REALTIME, "MAX_FRAME_BYTES": 1000}
+    with override_settings(TOWNSQUARE_REALTIME=limits):
+        comm = communicator()
+        assert (await comm.connect())[0]
+        # 400 characters, 1,200 bytes in UTF-8.
+        await comm.send_to(text_data='{"type": "ping", "pad": "' + "€" * 400 + '"}')
+        assert (await comm.receive_output(timeout=2))["code"] == 1009
+        await comm.disconnect()
+
+
+async def test_flood_gets_rate_limited_errors_then_close_4029() -> None:
+    limits = {
+        **settings.TOWNSQUARE_REALTIME,
+        "FRAMES_PER_SECOND": 1.0,
+        "FRAME_BURST": 3,
+        "RATE_LIMIT_CLOSE_AFTER": 5,
+    }
+    with override_settings(TOWNSQUARE_REALTIME=limits):
+        comm = communicator()
+        assert (await comm.connect())[0]
+        for i in range(3 + 5):
+            await send(comm, {"type": "ping", "ref": i})
+        pongs = [await receive(comm) for _ in range(3)]
+        assert [p["ref"] for p in pongs] == [0, 1, 2]
+        errors = [await receive(comm) for _ in range(4)]
+        assert [e["code"] for e in errors] == ["rate_limited"] * 4
+        closed = await comm.receive_output(timeout=2)
+        assert (closed["type"], closed["code"]) == ("websocket.close", 4029)
+        await comm.disconnect()
+
+
+async def test_slow_reader_is_closed_with_4008_and_its_queue_dropped() -> None:
+    limits = {**settings.TOWNSQUARE_REALTIME, "OUTBOX_MAX_BYTES": 5000}
+    with override_settings(TOWNSQUARE_REALTIME=limits):
+        comm = communicator()
+        assert (await comm.connect())[0]
+        await send(comm, {"type": "subscribe", "stream": "test:open:slow"})
+        await receive(comm)
+        await receive(comm)
+        text = encode_event("test:open:slow", "test.big", {"pad": "x" * 1000})
+        hub = get_hub()
+        # Synchronous deliveries with no await in between: the writer cannot drain, as with a
+        # client that stopped reading.
+        for _ in range(10):
+            hub.deliver(Frame("test:open:slow", None, text))
+        outputs = []
+        while True:
+            output = await comm.receive_output(timeout=2)
+            outputs.append(output)
+            if output["type"] == "websocket.close":
+                break
+        assert outputs[-1]["code"] == 4008
+        assert len(outputs) < 10
+        await comm.disconnect()
+
+
+async def test_foreign_or_missing_origin_is_refused() -> None:
+    for origin in (b"http://evil.example", None):
+        comm = communicator(origin=origin)
+        connected, _ = await comm.connect()
+        assert connected is False
+        await comm.disconnect()
+
+
+async def test_forbidden_stream_gets_forbidden_and_anonymous_gets_unauthenticated(
+    ws: WebsocketCommunicator,
+) -> None:
+    await send(ws, {"type": "subscribe", "stream": "test:mine:alice"})
+    assert (await receive(ws))["code"] == "unauthenticated"
+    assert get_hub().local_subscribers("test:mine:alice") == 0
+
+
+async def test_session_cookie_signs_the_socket_in(alice: User) -> None:
+    comm = communicator(cookie=await database_sync_to_async(session_cookie)(alice))
+    assert (await comm.connect())[0]
+    await send(comm, {"type": "subscribe", "stream": "test:mine:alice"})
+    assert (await receive(comm))["type"] == "ack"
+    await send(comm, {"type": "subscribe", "stream": "test:mine:bob"})
+    assert (await receive(comm))["code"] == "forbidden"
+    await comm.disconnect()
+
+
+async def test_jwt_in_subprotocol_signs_in_and_the_token_is_not_echoed(alice: User) -> None:
+    comm = communicator(subprotocols=bearer(alice))
+    connected, subprotocol = await comm.connect()
+    assert connected
+    assert subprotocol == "townsquare"
+    await send(comm, {"type": "subscribe", "stream": "test:mine:alice"})
+    assert (await receive(comm))["type"] == "ack"
+    await comm.disconnect()
+
+
+async def test_jwt_in_query_string_signs_in(alice: User) -> None:
+    token = bearer(alice)[1].removeprefix("bearer.")
+    comm = communicator(f"/ws/?token={token}")
+    assert (await comm.connect())[0]
+    await send(comm, {"type": "subscribe", "stream": "test:mine:alice"})
+    assert (await receive(comm))["type"] == "ack"
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("claims_change", "key", "detail"),
+    [
+        ({"exp": int(time.time()) - 10}, None, "token_expired"),
+        ({}, "not-the-secret-but-long-enough-for-hs256-0123456789", "token_invalid"),
+        ({"typ": "refresh"}, None, "token_invalid"),
+        ({"sub": "999999"}, None, "token_invalid"),
+    ],
+)
+async def test_expired_forged_or_foreign_tokens_close_with_4001(
+    alice: User, claims_change: dict[str, object], key: str | None, detail: str
+) -> None:
+    now = int(time.time())
+    claims = {"sub": str(alice.pk), "iat": now, "exp": now + 60, "iss": ISSUER, "typ": "access"}
+    claims.update(claims_change)
+    token = jwt.encode(claims, key or settings.SECRET_KEY, algorithm=ALGORITHM)
+    comm = communicator(subprotocols=["townsquare", f"bearer.{token}"])
+    assert (await comm.connect())[0]
+    error = await receive(comm)
+    assert (error["type"], error["code"], error["detail"]) == ("error", "unauthenticated", detail)
+    closed = await comm.receive_output(timeout=2)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 4001)
+    await comm.disconnect()
+
+
+async def test_garbage_token_closes_with_4001() -> None:
+    comm = communicator("/ws/?token=not.a.jwt")
+    assert (await comm.connect())[0]
+    assert (await receive(comm))["detail"] == "token_invalid"
+    assert (await comm.receive_output(timeout=2))["code"] == 4001
+    await comm.disconnect()
+
+
+async def test_disconnect_leaves_the_hub(ws: WebsocketCommunicator) -> None:
+    await send(ws, {"type": "subscribe", "stream": "test:open:gone"})
+    await receive(ws)
+    hub = get_hub()
+    assert hub.local_subscribers("test:open:gone") == 1
+    await ws.disconnect()
+    assert hub.local_subscribers("test:open:gone") == 0
+    assert hub.stream_count == 0
