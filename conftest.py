@@ -8,6 +8,11 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def _fast_password_hasher(settings: Any) -> None:
+def _test_settings(settings: Any) -> None:
     # PBKDF2's deliberate slowness costs ~0.3 s per user created; tests need no such defence.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # In-process page tests render templates without a collectstatic manifest.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }

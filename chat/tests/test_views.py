@@ -1,0 +1,72 @@
+"""Chat pages: room list, room page (403 for non-members), room by name, join/leave."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from chat import services
+from chat.models import Room
+
+from .conftest import Demo
+
+pytestmark = pytest.mark.django_db
+
+
+def signed_in(user: object) -> Client:
+    client = Client()
+    client.force_login(user)  # type: ignore[arg-type]
+    return client
+
+
+def test_pages_need_login(demo: Demo) -> None:
+    for path in ("/", f"/chat/room/{demo.lobby.pk}/", "/chat/lobby/"):
+        response = Client().get(path)
+        assert response.status_code == 302
+        assert response["Location"].startswith("/accounts/login/")
+
+
+def test_room_list_shows_joined_and_public_rooms(demo: Demo) -> None:
+    alice = signed_in(demo.alice).get("/").content.decode()
+    assert f"/chat/room/{demo.staff.pk}/" in alice
+    carol = signed_in(demo.carol).get("/").content.decode()
+    assert f"/chat/room/{demo.lobby.pk}/" in carol
+    assert f"/chat/room/{demo.staff.pk}/" not in carol
+
+
+def test_private_room_page_is_403_for_non_members(demo: Demo) -> None:
+    assert signed_in(demo.carol).get(f"/chat/room/{demo.staff.pk}/").status_code == 403
+    assert signed_in(demo.bob).get(f"/chat/room/{demo.staff.pk}/").status_code == 200
+    assert signed_in(demo.carol).get("/chat/staff/").status_code == 403
+
+
+def test_room_page_renders_history_escaped_and_the_offset_to_resume_from(demo: Demo) -> None:
+    services.message_create(user=demo.alice, room_id=demo.lobby.pk, text="first")
+    services.message_create(
+        user=demo.alice, room_id=demo.lobby.pk, text="<img src=x onerror=alert(1)>"
+    )
+    response = signed_in(demo.bob).get(f"/chat/room/{demo.lobby.pk}/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "first" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<img src=x" not in html
+    assert response.context["last_offset"] == 2
+    assert [m.offset for m in response.context["messages"]] == [1, 2]
+    assert "script-src 'self'" in response["Content-Security-Policy"]
+
+
+def test_room_by_name_creates_a_public_room(demo: Demo) -> None:
+    response = signed_in(demo.dave).get("/chat/newbox/")
+    assert response.status_code == 200
+    assert Room.objects.get(name="newbox").is_private is False
+
+
+def test_join_and_leave_forms(demo: Demo) -> None:
+    carol = signed_in(demo.carol)
+    assert carol.post(f"/chat/room/{demo.random.pk}/join/").status_code == 302
+    assert demo.random.members.filter(pk=demo.carol.pk).exists()
+    assert carol.post(f"/chat/room/{demo.random.pk}/leave/").status_code == 302
+    assert not demo.random.members.filter(pk=demo.carol.pk).exists()
+    assert carol.post(f"/chat/room/{demo.staff.pk}/join/").status_code == 403
+    assert carol.get(f"/chat/room/{demo.random.pk}/join/").status_code == 405
