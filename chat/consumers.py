@@ -66,7 +66,7 @@ class SeedChatConsumer(RealtimeConsumer):
     async def receive_frame(self, frame: dict[str, Any]) -> None:
         """``{"message": str}`` → store and publish; the echo comes back as a room event."""
         if "message" not in frame:
-            raise ProtocolError(ErrorCode.INVALID, "a seed chat frame is {\"message\": str}")
+            raise ProtocolError(ErrorCode.INVALID, 'a seed chat frame is {"message": str}')
         await database_sync_to_async(services.message_create)(
             user=self.user, room_id=self.room_id, text=frame["message"]
         )

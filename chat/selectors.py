@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
@@ -13,9 +13,9 @@ from .models import Message, Room
 AnyUser = AbstractBaseUser | AnonymousUser
 
 
-def room_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Room]:
+def room_list_for_user(*, user: User) -> QuerySet[Room]:
     """The rooms ``user`` has joined and every public room, each annotated ``is_member``."""
-    membership = Room.members.through.objects.filter(room_id=OuterRef("pk"), user_id=user.pk)
+    membership = Room.members.through.objects.filter(room_id=OuterRef("pk"), user_id=user.id)
     return (
         Room.objects.filter(Q(is_private=False) | Q(members=user))
         .distinct()
@@ -26,7 +26,9 @@ def room_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Room]:
 
 def room_is_member(*, user: AnyUser, room: Room) -> bool:
     """True when ``user`` is a member of ``room`` (one query)."""
-    return bool(user.is_authenticated) and room.members.filter(pk=user.pk).exists()
+    if not user.is_authenticated or user.pk is None:
+        return False
+    return room.members.filter(pk=user.pk).exists()
 
 
 def room_get_readable(*, user: AnyUser, room_id: int) -> Room:

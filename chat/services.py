@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 
@@ -18,7 +18,7 @@ MAX_CLIENT_ID_LENGTH = 64
 ROOM_NAME_MAX = 60
 
 
-def _user_data(user: AbstractBaseUser) -> dict[str, object]:
+def _user_data(user: User) -> dict[str, object]:
     return {"id": user.pk, "username": user.get_username()}
 
 
@@ -51,7 +51,7 @@ def message_create(
         raise ValidationError(f"client_id must be a string of at most {MAX_CLIENT_ID_LENGTH}")
     if not user.is_authenticated:
         raise PermissionDenied("sign in to send messages")
-    assert isinstance(user, AbstractBaseUser)
+    assert isinstance(user, User)
     with transaction.atomic():
         room = Room.objects.select_for_update().get(pk=room_id)
         if room.is_private and not room_is_member(user=user, room=room):
@@ -73,7 +73,7 @@ def message_create(
     return message
 
 
-def room_join(*, user: AbstractBaseUser, room_id: int) -> Room:
+def room_join(*, user: User, room_id: int) -> Room:
     """Make ``user`` a member of a public room; publish ``chat.member_joined`` if new.
 
     Raises:
@@ -93,7 +93,7 @@ def room_join(*, user: AbstractBaseUser, room_id: int) -> Room:
     return room
 
 
-def room_leave(*, user: AbstractBaseUser, room_id: int) -> Room:
+def room_leave(*, user: User, room_id: int) -> Room:
     """Remove ``user`` from a room's members; publish ``chat.member_left`` if they were one.
 
     Raises:

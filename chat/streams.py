@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 
 from realtime.consumers import ActionContext
 from realtime.protocol import ErrorCode, ProtocolError
-from realtime.registry import Event, User, action, register_stream
+from realtime.registry import AnyUser, Event, action, register_stream
 
 from . import selectors, services
 
@@ -25,7 +25,7 @@ def _room_id(key: str) -> int:
     return int(key)
 
 
-def authorize_room(user: User, key: str) -> None:
+def authorize_room(user: AnyUser, key: str) -> None:
     """Members of private rooms and any signed-in user for public rooms may subscribe."""
     if not user.is_authenticated:
         raise ProtocolError(ErrorCode.UNAUTHENTICATED, "sign in to read rooms")
@@ -35,12 +35,10 @@ def authorize_room(user: User, key: str) -> None:
 def replay_room(key: str, since: int, limit: int) -> list[Event]:
     """The room's messages after offset ``since``, oldest first."""
     messages = selectors.message_list_after(room_id=_room_id(key), since=since, limit=limit)
-    return [
-        Event("chat.message", selectors.message_event_data(m), m.offset) for m in messages
-    ]
+    return [Event("chat.message", selectors.message_event_data(m), m.offset) for m in messages]
 
 
-def snapshot_room(user: User, key: str) -> list[Event]:
+def snapshot_room(user: AnyUser, key: str) -> list[Event]:
     """The member list, sent on every subscribe."""
     room = selectors.room_get_readable(user=user, room_id=_room_id(key))
     return [Event("chat.members", {"members": selectors.room_member_names(room=room)})]

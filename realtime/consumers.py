@@ -128,7 +128,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     """
 
     # The hub holds this process's only layer channel; sockets need none.
-    channel_layer_alias = None  # type: ignore[assignment]
+    channel_layer_alias = None
 
     accepted = False
     outbox: Outbox
@@ -262,13 +262,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Queue an encoded frame; False when the socket is closing or overflowed."""
         return self.outbox.put(text)
 
-    async def send_error(self, code: ErrorCode, detail: str, ref: Any = None, **fields: Any) -> None:
+    async def send_error(
+        self, code: ErrorCode, detail: str, ref: Any = None, **fields: Any
+    ) -> None:
         """Queue an ``error`` frame."""
         self.send_text(encode_error(code, detail, ref, **fields))
 
     def _on_overflow(self) -> None:
-        logger.warning("slow reader closed path=%s user=%s", self.scope.get("path"), self.user_label)
-        asyncio.get_running_loop().create_task(
+        logger.warning(
+            "slow reader closed path=%s user=%s", self.scope.get("path"), self.user_label
+        )
+        self._abort_task = asyncio.get_running_loop().create_task(
             self.outbox.abort(CloseCode.SLOW_READER, "slow reader: output buffer full")
         )
 
@@ -405,7 +409,9 @@ class StreamConsumer(RealtimeConsumer):
         if not isinstance(stream, str):
             raise ProtocolError(ErrorCode.INVALID, "stream must be a string")
         was = await self.close_subscription(stream)
-        self.send_text(encode_ack(frame.get("ref"), "unsubscribe", stream=stream, was_subscribed=was))
+        self.send_text(
+            encode_ack(frame.get("ref"), "unsubscribe", stream=stream, was_subscribed=was)
+        )
 
     async def handle_ping(self, frame: dict[str, Any]) -> None:
         """``ping`` → ``pong {ref?, time}`` with the server's Unix time in seconds."""

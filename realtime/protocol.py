@@ -106,9 +106,7 @@ def encode_ack(ref: Any, for_type: str, **fields: Any) -> str:
     return dumps({"type": "ack", "ref": ref, "for": for_type, **fields})
 
 
-def encode_error(
-    code: ErrorCode, detail: str, ref: Any = None, **fields: Any
-) -> str:
+def encode_error(code: ErrorCode, detail: str, ref: Any = None, **fields: Any) -> str:
     """Encode an ``error`` frame; ``ref`` is included only when the client frame had one."""
     frame: dict[str, Any] = {"type": "error", "code": str(code), "detail": detail}
     if ref is not None:

@@ -28,6 +28,9 @@ from .protocol import encode_event
 
 logger = logging.getLogger(__name__)
 
+# Publishes scheduled from sync code on a loop thread; held so they are not garbage-collected.
+_pending: set[asyncio.Task[bool]] = set()
+
 
 async def apublish(stream: str, event: str, data: Any, *, offset: int | None = None) -> bool:
     """Publish ``data`` (plain JSON types) as ``event`` on ``stream``; the async twin.
@@ -67,5 +70,7 @@ def publish(stream: str, event: str, data: Any, *, offset: int | None = None) ->
         loop = asyncio.get_running_loop()
     except RuntimeError:
         return bool(async_to_sync(apublish)(stream, event, data, offset=offset))
-    loop.create_task(apublish(stream, event, data, offset=offset))
+    task = loop.create_task(apublish(stream, event, data, offset=offset))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
     return True

@@ -27,15 +27,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from .protocol import ErrorCode, ProtocolError
-
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from .protocol import ErrorCode, ProtocolError
 
 if TYPE_CHECKING:
     from .consumers import ActionContext
 
 #: Who a socket belongs to: a user, or ``AnonymousUser``.
-type User = AbstractBaseUser | AnonymousUser
+type AnyUser = AbstractBaseUser | AnonymousUser
 
 # Letters, digits, `_` and `-` between colons: maps one-to-one to a channel-layer group name.
 STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9_\-]+(:[A-Za-z0-9_\-]+)*$")
@@ -55,9 +55,9 @@ class StreamKind:
     """A registered kind of stream (see the module docstring for the three functions)."""
 
     name: str
-    authorize: Callable[[User, str], None]
+    authorize: Callable[[AnyUser, str], None]
     replay: Callable[[str, int, int], list[Event]] | None = None
-    snapshot: Callable[[User, str], list[Event]] | None = None
+    snapshot: Callable[[AnyUser, str], list[Event]] | None = None
 
     @property
     def durable(self) -> bool:
@@ -77,9 +77,9 @@ RESERVED_TYPES = frozenset({"subscribe", "unsubscribe", "ping"})
 def register_stream(
     name: str,
     *,
-    authorize: Callable[[User, str], None],
+    authorize: Callable[[AnyUser, str], None],
     replay: Callable[[str, int, int], list[Event]] | None = None,
-    snapshot: Callable[[User, str], list[Event]] | None = None,
+    snapshot: Callable[[AnyUser, str], list[Event]] | None = None,
 ) -> StreamKind:
     """Register a stream kind; call from ``AppConfig.ready()``. Re-registering replaces it."""
     kind = StreamKind(name=name, authorize=authorize, replay=replay, snapshot=snapshot)
@@ -116,8 +116,10 @@ def resolve(stream: Any) -> tuple[StreamKind, str]:
         ProtocolError: ``invalid`` for a name that is not a well-formed string,
             ``unknown_stream`` when no registered kind matches.
     """
-    if not isinstance(stream, str) or len(stream) > STREAM_NAME_MAX or not STREAM_NAME_RE.match(
-        stream
+    if (
+        not isinstance(stream, str)
+        or len(stream) > STREAM_NAME_MAX
+        or not STREAM_NAME_RE.match(stream)
     ):
         raise ProtocolError(ErrorCode.INVALID, "stream must be a name like 'kind:id'")
     name = stream

@@ -96,12 +96,19 @@ def run_server(
         ):
             subprocess.run(
                 [sys.executable, "manage.py", *args],
-                cwd=ROOT, env=env, check=True, capture_output=True, timeout=180,
+                cwd=ROOT,
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=180,
             )
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--port", str(port), *extra_args],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     server = Server(port=port, env=env, log_path=log_path, process=process)
     try:

@@ -97,8 +97,9 @@ async def test_two_users_chat_in_real_time(server: Server) -> None:
             ack = await call(ws, {"type": "subscribe", "stream": stream})
             assert (ack["type"], ack["stream"], ack["durable"]) == ("ack", stream, True)
         text = f"hello bob {uuid.uuid4()}"
-        ack = await call(alice, {"type": "chat.send", "room": room, "text": text,
-                                 "client_id": "a-1"})
+        ack = await call(
+            alice, {"type": "chat.send", "room": room, "text": text, "client_id": "a-1"}
+        )
         assert (ack["type"], ack["client_id"]) == ("ack", "a-1")
         event = await next_event(bob, "chat.message")
         assert event["data"]["text"] == text

@@ -68,11 +68,14 @@ def test_anonymous_gets_401_or_403(demo: Demo) -> None:
 def test_room_list_shows_joined_and_public_rooms(demo: Demo) -> None:
     rooms = client_for(demo.carol).get("/api/rooms/").json()
     assert [(r["name"], r["is_private"], r["is_member"]) for r in rooms] == [
-        ("lobby", False, False), ("random", False, False)
+        ("lobby", False, False),
+        ("random", False, False),
     ]
     rooms = client_for(demo.alice).get("/api/rooms/").json()
     assert [(r["name"], r["is_member"]) for r in rooms] == [
-        ("lobby", False), ("random", False), ("staff", True)
+        ("lobby", False),
+        ("random", False),
+        ("staff", True),
     ]
     assert rooms[2]["stream"] == f"chat:room:{demo.staff.pk}"
 
@@ -94,8 +97,9 @@ def test_messages_newest_first_with_cursor_pagination(demo: Demo) -> None:
 def test_post_message_uses_the_service_and_publishes(
     demo: Demo, django_capture_on_commit_callbacks: Any
 ) -> None:
-    with mock.patch("chat.services.publish") as publish, django_capture_on_commit_callbacks(
-        execute=True
+    with (
+        mock.patch("chat.services.publish") as publish,
+        django_capture_on_commit_callbacks(execute=True),
     ):
         response = client_for(demo.bob).post(
             f"/api/rooms/{demo.lobby.pk}/messages/",
@@ -131,7 +135,9 @@ def test_private_room_is_members_only(demo: Demo) -> None:
 def test_unknown_room_is_404(demo: Demo) -> None:
     client = client_for(demo.bob)
     assert client.get("/api/rooms/99999/messages/").status_code == 404
-    assert client.post("/api/rooms/99999/messages/", {"text": "x"}, format="json").status_code == 404
+    assert (
+        client.post("/api/rooms/99999/messages/", {"text": "x"}, format="json").status_code == 404
+    )
 
 
 def test_join_and_leave(demo: Demo) -> None:
@@ -156,12 +162,19 @@ def test_session_auth_needs_csrf_for_posts(demo: Demo) -> None:
 def test_openapi_schema_lists_the_endpoints(demo: Demo) -> None:
     response = APIClient().get("/api/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
-    paths = response.json()["paths"] if response["content-type"].startswith(
-        "application/json") else None
+    paths = (
+        response.json()["paths"]
+        if response["content-type"].startswith("application/json")
+        else None
+    )
     if paths is None:
-        import yaml  # type: ignore[import-untyped]
+        import yaml
 
         paths = yaml.safe_load(response.content)["paths"]
-    for path in ("/api/token/", "/api/rooms/", "/api/rooms/{room_id}/messages/",
-                 "/api/rooms/{room_id}/join/"):
+    for path in (
+        "/api/token/",
+        "/api/rooms/",
+        "/api/rooms/{room_id}/messages/",
+        "/api/rooms/{room_id}/join/",
+    ):
         assert path in paths

@@ -37,13 +37,28 @@ async def test_send_reaches_every_subscriber_and_acks_the_sender(demo: Demo) -> 
     stream = f"chat:room:{demo.lobby.pk}"
     await subscribe(alice, stream)
     await subscribe(bob, stream)
-    await send(alice, {"type": "chat.send", "room": demo.lobby.pk, "text": "hello bob",
-                       "client_id": "tab1-1", "ref": 9})
+    await send(
+        alice,
+        {
+            "type": "chat.send",
+            "room": demo.lobby.pk,
+            "text": "hello bob",
+            "client_id": "tab1-1",
+            "ref": 9,
+        },
+    )
     frames = [await receive(alice), await receive(alice)]
     ack = next(f for f in frames if f["type"] == "ack")
     event = next(f for f in frames if f["type"] == "event")
-    assert ack == {"type": "ack", "ref": 9, "for": "chat.send", "client_id": "tab1-1",
-                   "stream": stream, "id": ack["id"], "offset": 1}
+    assert ack == {
+        "type": "ack",
+        "ref": 9,
+        "for": "chat.send",
+        "client_id": "tab1-1",
+        "stream": stream,
+        "id": ack["id"],
+        "offset": 1,
+    }
     at_bob = await receive(bob)
     assert at_bob == event
     assert at_bob["offset"] == 1
@@ -61,9 +76,12 @@ async def test_subscribe_snapshot_lists_members(demo: Demo) -> None:
     await send(alice, {"type": "subscribe", "stream": f"chat:room:{demo.staff.pk}"})
     assert (await receive(alice))["type"] == "ack"
     snapshot = await receive(alice)
-    assert snapshot["data"] == {"members": [
-        {"id": demo.alice.pk, "username": "alice"}, {"id": demo.bob.pk, "username": "bob"}
-    ]}
+    assert snapshot["data"] == {
+        "members": [
+            {"id": demo.alice.pk, "username": "alice"},
+            {"id": demo.bob.pk, "username": "bob"},
+        ]
+    }
     await alice.disconnect()
 
 
@@ -154,13 +172,15 @@ async def test_membership_events_reach_subscribers(demo: Demo) -> None:
     await database_sync_to_async(services.room_join)(user=demo.dave, room_id=demo.random.pk)
     joined = await receive(alice)
     assert (joined["event"], joined["data"]) == (
-        "chat.member_joined", {"user": {"id": demo.dave.pk, "username": "dave"}}
+        "chat.member_joined",
+        {"user": {"id": demo.dave.pk, "username": "dave"}},
     )
     assert "offset" not in joined
     await alice.disconnect()
 
 
 # --- seed endpoints ---------------------------------------------------------------------------
+
 
 async def test_seed_003_chat_by_room_name(demo: Demo) -> None:
     alice = await signed_in(demo.alice, "/ws/chat/lobby/")
@@ -171,7 +191,9 @@ async def test_seed_003_chat_by_room_name(demo: Demo) -> None:
     assert await receive(bob) == expected
     stored = await database_sync_to_async(Message.objects.select_related("author").get)()
     assert (stored.text, stored.author.username, stored.room_id) == (
-        "hi from seed", "alice", demo.lobby.pk
+        "hi from seed",
+        "alice",
+        demo.lobby.pk,
     )
     for comm in (alice, bob):
         await comm.disconnect()

@@ -67,8 +67,16 @@ def test_nothing_is_published_when_the_transaction_rolls_back(demo: Demo) -> Non
 
 @pytest.mark.parametrize(
     ("text", "client_id"),
-    [("", ""), ("   ", ""), (None, ""), (5, ""), (["x"], ""), ("x" * 4001, ""), ("ok", 7),
-     ("ok", "c" * 65)],
+    [
+        ("", ""),
+        ("   ", ""),
+        (None, ""),
+        (5, ""),
+        (["x"], ""),
+        ("x" * 4001, ""),
+        ("ok", 7),
+        ("ok", "c" * 65),
+    ],
 )
 def test_bad_text_or_client_id_is_refused_and_nothing_stored(
     demo: Demo, text: object, client_id: object
@@ -131,10 +139,15 @@ def test_demo_is_idempotent(demo: Demo) -> None:
 
     call_command("demo", stdout=open("/dev/null", "w"))  # noqa: SIM115
     assert sorted(User.objects.values_list("username", flat=True)) == [
-        "alice", "bob", "carol", "dave"
+        "alice",
+        "bob",
+        "carol",
+        "dave",
     ]
     assert sorted(Room.objects.values_list("name", "is_private")) == [
-        ("lobby", False), ("random", False), ("staff", True)
+        ("lobby", False),
+        ("random", False),
+        ("staff", True),
     ]
     assert sorted(demo.staff.members.values_list("username", flat=True)) == ["alice", "bob"]
     alice = User.objects.get(username="alice")

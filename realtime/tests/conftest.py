@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.test import Client
 
 from realtime import registry
 from realtime.protocol import ErrorCode, ProtocolError
-from realtime.registry import Event, User
+from realtime.registry import AnyUser, Event
 from realtime.tokens import issue_token
 
 ORIGIN = b"http://127.0.0.1"
@@ -21,11 +21,11 @@ ORIGIN = b"http://127.0.0.1"
 LOG: dict[int, str] = {}
 
 
-def _authorize_open(user: User, key: str) -> None:
+def _authorize_open(user: AnyUser, key: str) -> None:
     return None
 
 
-def _authorize_members(user: User, key: str) -> None:
+def _authorize_members(user: AnyUser, key: str) -> None:
     if not user.is_authenticated:
         raise ProtocolError(ErrorCode.UNAUTHENTICATED, "sign in first")
     if user.get_username() != key:
@@ -36,7 +36,7 @@ def _replay_log(key: str, since: int, limit: int) -> list[Event]:
     return [Event("test.line", {"text": LOG[o]}, o) for o in sorted(LOG) if o > since][:limit]
 
 
-def _snapshot_open(user: User, key: str) -> list[Event]:
+def _snapshot_open(user: AnyUser, key: str) -> list[Event]:
     return [Event("test.snapshot", {"key": key})]
 
 
@@ -69,7 +69,7 @@ def communicator(
     return WebsocketCommunicator(application, path, headers=headers, subprotocols=subprotocols)
 
 
-def session_cookie(user: AbstractBaseUser) -> str:
+def session_cookie(user: User) -> str:
     client = Client()
     client.force_login(user)
     return f"sessionid={client.cookies['sessionid'].value}"
