@@ -149,7 +149,7 @@ class Hub:
     async def _ensure_reader(self) -> None:
         if self._channel is None:
             assert self.layer is not None
-            self._channel = await self.layer.new_channel(prefix="hub.")
+            self._channel = await self.layer.new_channel(prefix="hub")
         if self._reader is None or self._reader.done():
             self._reader = asyncio.get_running_loop().create_task(self._read())
 

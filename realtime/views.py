@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
+import orjson
+from django.conf import settings
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
+from .conf import rt_settings
+from .publish import publish
+from .registry import STREAM_NAME_MAX, STREAM_NAME_RE
 from .tokens import issue_token
 
 
@@ -60,3 +66,51 @@ class TokenView(APIView):
             )
         token, ttl = issue_token(user)
         return Response({"access": token, "token_type": "Bearer", "expires_in": ttl})
+
+
+class HasPublishKey(BasePermission):
+    """Trusted backends only: ``X-Townsquare-Key: <PUBLISH_API_KEY>``, compared in constant
+    time. With no key configured, nobody may publish."""
+
+    message = "A valid X-Townsquare-Key header is required."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        expected = settings.PUBLISH_API_KEY
+        given = request.headers.get("X-Townsquare-Key", "")
+        return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+class PublishSerializer(serializers.Serializer[Any]):
+    stream = serializers.RegexField(STREAM_NAME_RE, max_length=STREAM_NAME_MAX)
+    event = serializers.RegexField(r"^[A-Za-z0-9_.\-]{1,64}$")
+    data = serializers.JSONField()
+    offset = serializers.IntegerField(required=False, min_value=1)
+
+    def validate_data(self, value: Any) -> Any:
+        if len(orjson.dumps(value)) > rt_settings().MAX_FRAME_BYTES:
+            raise serializers.ValidationError("data is larger than MAX_FRAME_BYTES")
+        return value
+
+
+class PublishView(APIView):
+    """``POST /api/publish/ {stream, event, data, offset?}`` → 202 ``{published: true}``.
+
+    The server-side publish API of real-time servers: a trusted backend sends an event to any
+    stream through ``realtime.publish.publish``, so every subscriber on every worker gets it.
+    401/403 without the right key; 400 for a bad stream name, event name or oversized data;
+    503 ``{published: false}`` when the channel layer refused it.
+    """
+
+    authentication_classes: list[Any] = []
+    permission_classes = [HasPublishKey]
+
+    @extend_schema(request=PublishSerializer, responses={202: None, 503: None})
+    def post(self, request: Request) -> Response:
+        form = PublishSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        published = publish(data["stream"], data["event"], data["data"], offset=data.get("offset"))
+        return Response(
+            {"published": published},
+            status=status.HTTP_202_ACCEPTED if published else status.HTTP_503_SERVICE_UNAVAILABLE,
+        )

@@ -2,5 +2,6 @@
 
 from chat.routing import websocket_urlpatterns as chat_patterns
 from realtime.routing import websocket_urlpatterns as realtime_patterns
+from shop.routing import websocket_urlpatterns as shop_patterns
 
-websocket_urlpatterns = realtime_patterns + chat_patterns
+websocket_urlpatterns = realtime_patterns + chat_patterns + shop_patterns

@@ -11,6 +11,8 @@ Environment variables:
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,10 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "realtime",
     "chat",
+    "notifications",
+    "shop",
+    # The project package itself, for project-wide commands (demo) and templates.
+    "townsquare",
 ]
 
 MIDDLEWARE = [
@@ -93,7 +99,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "timeout": 20,
         }
     )
-DATABASES["default"].setdefault("TEST", {})
+    # Tests use a file too, not shared-cache memory: that uses table locks, not WAL, so it
+    # cannot show how concurrent writers behave.
+    DATABASES["default"].setdefault("TEST", {}).setdefault(
+        "NAME", str(Path(tempfile.gettempdir()) / f"townsquare-test-{os.getpid()}.sqlite3")
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------------------------
@@ -203,6 +213,9 @@ TOWNSQUARE_REALTIME = {
     # Lifetime of a JWT from POST /api/token/, in seconds.
     "JWT_TTL_SECONDS": env.int("RT_JWT_TTL_SECONDS", default=15 * 60),
 }
+
+# Key for POST /api/publish/ (header X-Townsquare-Key); empty disables the endpoint.
+PUBLISH_API_KEY: str = env.str("PUBLISH_API_KEY", default="")
 
 # --- Logging: one line per event; tokens never reach a log -----------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -1,4 +1,4 @@
-"""``manage.py demo``: demo users and rooms (idempotent)."""
+"""``manage.py demo``: demo users, rooms and items (idempotent)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
-from chat.models import Room
+import chat.demo
+import shop.demo
 
 DEMO_PASSWORD = "townsquare-demo"
 DEMO_USERS = ["alice", "bob", "carol", "dave"]
 
 
 class Command(BaseCommand):
-    help = "Create the demo users (alice, bob, carol, dave) and rooms; safe to run again."
+    help = "Create the demo users (alice, bob, carol, dave), rooms and items; safe to run again."
 
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
@@ -31,14 +32,9 @@ class Command(BaseCommand):
             user.is_staff = user.is_superuser = name == "alice"
             user.save()
             users[name] = user
-        for name in ("lobby", "random"):
-            Room.objects.get_or_create(name=name, defaults={"is_private": False})
-        staff, _ = Room.objects.get_or_create(name="staff", defaults={"is_private": True})
-        if not staff.is_private:
-            staff.is_private = True
-            staff.save(update_fields=["is_private"])
-        staff.members.set([users["alice"], users["bob"]])
-        self.stdout.write(
-            f"Demo users {', '.join(DEMO_USERS)} — password: {DEMO_PASSWORD}\n"
-            "Rooms: lobby, random (public); staff (private: alice, bob). alice is staff."
-        )
+        lines = [
+            f"Demo users {', '.join(DEMO_USERS)} — password: {DEMO_PASSWORD} (alice is staff)",
+            chat.demo.load(users),
+            shop.demo.load(users),
+        ]
+        self.stdout.write("\n".join(lines))

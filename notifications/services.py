@@ -1,0 +1,93 @@
+"""Writes of the inbox. Notifications are created in the caller's transaction and pushed after
+it commits, one frame per recipient stream, with no query per recipient."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from realtime.publish import Published, publish, publish_many
+
+from .models import Notification
+from .selectors import notification_data, unread_count, unread_counts
+
+
+def user_stream(user_id: int) -> str:
+    """The stream of a user's inbox, ``user:<id>``."""
+    return f"user:{user_id}"
+
+
+def notifications_create(
+    *,
+    recipient_ids: Iterable[int],
+    kind: str,
+    title: str,
+    body: str = "",
+    data: dict[str, Any] | None = None,
+) -> list[Notification]:
+    """Create one notification per recipient (one bulk insert) and push each after commit.
+
+    Each recipient's stream gets ``notification.created`` with offset = the notification id
+    and the recipient's new unread count (one aggregate query for all of them).
+    """
+    recipients = sorted(set(recipient_ids))
+    if not recipients:
+        return []
+    with transaction.atomic():
+        created = Notification.objects.bulk_create(
+            [
+                Notification(recipient_id=r, kind=kind, title=title, body=body, data=data or {})
+                for r in recipients
+            ]
+        )
+        transaction.on_commit(partial(_push_created, created))
+    return created
+
+
+def _push_created(created: list[Notification]) -> None:
+    counts = unread_counts(user_ids=[n.recipient_id for n in created])
+    publish_many(
+        Published(
+            user_stream(n.recipient_id),
+            "notification.created",
+            notification_data(n, unread=counts.get(n.recipient_id, 0)),
+            n.pk,
+        )
+        for n in created
+    )
+
+
+def _push_unread(user_id: int) -> None:
+    publish(user_stream(user_id), "notification.unread", {"unread": unread_count(user_id=user_id)})
+
+
+def notification_mark_read(*, user_id: int, notification_id: int) -> Notification:
+    """Mark one of the user's notifications read; push the new unread count.
+
+    Raises:
+        Notification.DoesNotExist: no such notification for this user.
+    """
+    with transaction.atomic():
+        notification = Notification.objects.select_for_update().get(
+            pk=notification_id, recipient_id=user_id
+        )
+        if notification.read_at is None:
+            notification.read_at = timezone.now()
+            notification.save(update_fields=["read_at"])
+            transaction.on_commit(partial(_push_unread, user_id))
+    return notification
+
+
+def notification_mark_all_read(*, user_id: int) -> int:
+    """Mark all the user's notifications read; push the count (0). Returns how many changed."""
+    with transaction.atomic():
+        changed = Notification.objects.filter(recipient_id=user_id, read_at__isnull=True).update(
+            read_at=timezone.now()
+        )
+        if changed:
+            transaction.on_commit(partial(_push_unread, user_id))
+    return changed

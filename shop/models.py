@@ -1,0 +1,66 @@
+"""Items with stock, purchases and watchers (seed 001's shop)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Item(models.Model):
+    """Something for sale. ``quantity >= 0`` is a database constraint, not only a check in code.
+
+    ``version`` grows by one with every stock change, so a client can ignore a ``shop.stock``
+    event older than what it shows.
+    """
+
+    name = models.CharField(max_length=120, unique=True)
+    description = models.TextField(blank=True, default="")
+    price_cents = models.PositiveIntegerField()
+    quantity = models.IntegerField(default=0)
+    version = models.PositiveBigIntegerField(default=0, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(quantity__gte=0), name="item_quantity_gte_0")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def stream(self) -> str:
+        """The item's stock stream, ``shop:item:<id>``."""
+        return f"shop:item:{self.pk}"
+
+
+class Purchase(models.Model):
+    """One successful purchase of ``quantity`` units."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="purchases"
+    )
+    item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="purchases")
+    quantity = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} bought {self.quantity} × {self.item_id}"
+
+
+class Watch(models.Model):
+    """A user follows an item's stock; buying an item makes you a watcher."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="watches")
+    item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="watches")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "item"], name="watch_user_item")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} watches {self.item_id}"

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+app_name = "shop"
+urlpatterns = [
+    path("", views.item_list, name="items"),
+    path("item/<int:item_id>/", views.item_detail, name="item"),
+]
