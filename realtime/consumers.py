@@ -106,7 +106,8 @@ def error_for_exception(exc: Exception) -> tuple[ErrorCode, str] | None:
     if isinstance(exc, PermissionDenied):
         return ErrorCode.FORBIDDEN, str(exc) or "not allowed"
     if isinstance(exc, ObjectDoesNotExist):
-        return ErrorCode.NOT_FOUND, str(exc) or "not found"
+        # str(exc) names the model ("Room matching query does not exist."): say less.
+        return ErrorCode.NOT_FOUND, "no such object"
     if isinstance(exc, ValidationError):
         return ErrorCode.INVALID, "; ".join(exc.messages)
     if isinstance(exc, DatabaseError):

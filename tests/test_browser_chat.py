@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, WebSocketRoute, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    Dialog,
+    Error,
+    Page,
+    WebSocketRoute,
+    expect,
+    sync_playwright,
+)
 
 from tests import services
 from tests.conftest import DEMO_PASSWORD, token_for
@@ -32,10 +41,20 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
-def new_page(browser: Browser, server: Server) -> Page:
-    context = browser.new_context(base_url=server.http)
-    context.set_default_timeout(10_000)
-    return context.new_page()
+@pytest.fixture
+def new_page(browser: Browser, server: Server) -> Iterator[Callable[[], Page]]:
+    """A factory of pages, each in its own browser context (its own cookies)."""
+    contexts: list[BrowserContext] = []
+
+    def make() -> Page:
+        context = browser.new_context(base_url=server.http)
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()
 
 
 def log_in(page: Page, username: str) -> None:
@@ -66,14 +85,21 @@ def send(page: Page, text: str) -> None:
     expect(page.locator("#composer-text")).to_have_value("")
 
 
-def test_two_people_chat_live(browser: Browser, server: Server) -> None:
-    alice, bob, carol = (new_page(browser, server) for _ in range(3))
+def test_two_people_chat_live(new_page: Callable[[], Page]) -> None:
+    alice, bob, carol = new_page(), new_page(), new_page()
     dialogs: list[str] = []
-    for page in (alice, bob):
-        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     errors: list[str] = []
+
+    def on_dialog(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def on_page_error(error: Error) -> None:
+        errors.append(str(error))
+
     for page in (alice, bob):
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("dialog", on_dialog)
+        page.on("pageerror", on_page_error)
 
     log_in(alice, "alice")
     log_in(bob, "bob")
@@ -118,8 +144,10 @@ def test_two_people_chat_live(browser: Browser, server: Server) -> None:
     assert response is not None and response.status == 403
 
 
-def test_reconnect_recovers_missed_messages_exactly_once(browser: Browser, server: Server) -> None:
-    bob = new_page(browser, server)
+def test_reconnect_recovers_missed_messages_exactly_once(
+    new_page: Callable[[], Page], server: Server
+) -> None:
+    bob = new_page()
     # Every socket of bob's page goes through here, so the test can hold him offline.
     offline = {"on": False}
 
@@ -179,7 +207,10 @@ def test_reconnect_recovers_missed_messages_exactly_once(browser: Browser, serve
     # Every message exactly once, in order.
     texts = bob.locator("#messages li.message .text").all_text_contents()
     assert texts == ["before the drop", *missed, "after the return"]
-    offsets = [int(o) for o in bob.eval_on_selector_all(
-        "#messages li.message", "els => els.map(e => e.dataset.offset)"
-    )]
+    offsets = [
+        int(o)
+        for o in bob.eval_on_selector_all(
+            "#messages li.message", "els => els.map(e => e.dataset.offset)"
+        )
+    ]
     assert offsets == sorted(set(offsets))
