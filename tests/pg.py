@@ -1,0 +1,64 @@
+"""Scratch PostgreSQL databases and Redis key prefixes for tests that need the real services."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tests.services import need, port_open
+
+PG_HOST = os.environ.get("TOWNSQUARE_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("TOWNSQUARE_TEST_PG_PORT", "5432"))
+REDIS_HOST = os.environ.get("TOWNSQUARE_TEST_REDIS_HOST", "127.0.0.1")
+REDIS_PORT = int(os.environ.get("TOWNSQUARE_TEST_REDIS_PORT", "6379"))
+
+
+def _admin_connection():  # type: ignore[no-untyped-def]
+    import psycopg
+
+    last: Exception | None = None
+    for user in ("postgres", "root"):
+        try:
+            return psycopg.connect(
+                host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", autocommit=True
+            ), user
+        except psycopg.Error as exc:
+            last = exc
+    raise RuntimeError(f"cannot connect to PostgreSQL at {PG_HOST}:{PG_PORT}: {last}")
+
+
+@contextmanager
+def scratch_postgres() -> Iterator[str]:
+    """Create a database of our own; yield its URL; drop it (and only it) afterwards."""
+    need(port_open(PG_HOST, PG_PORT), f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT}")
+    admin, user = _admin_connection()
+    name = f"townsquare_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgres://{user}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+
+
+@contextmanager
+def scratch_redis() -> Iterator[tuple[str, str]]:
+    """Yield ``(REDIS_URL, key prefix)``; delete only the keys under that prefix afterwards."""
+    need(port_open(REDIS_HOST, REDIS_PORT), f"Redis not reachable at {REDIS_HOST}:{REDIS_PORT}")
+    prefix = f"townsquare-test-{uuid.uuid4().hex[:12]}"
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+    try:
+        yield url, prefix
+    finally:
+        import redis
+
+        client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+        client.close()
