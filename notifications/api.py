@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers
@@ -35,6 +34,12 @@ class NotificationPagination(PageNumberPagination):
     max_page_size = 100
 
 
+def _uid(request: Request) -> int:
+    pk = request.user.pk  # every view here requires a signed-in user (DRF's default)
+    assert isinstance(pk, int)
+    return pk
+
+
 UnreadResponse = inline_serializer("Unread", {"unread": serializers.IntegerField()})
 
 
@@ -45,7 +50,7 @@ class NotificationListView(generics.ListAPIView[Notification]):
     pagination_class = NotificationPagination
 
     def get_queryset(self) -> QuerySet[Notification]:
-        return selectors.notification_list(user_id=self.request.user.pk)
+        return selectors.notification_list(user_id=_uid(self.request))
 
 
 class UnreadCountView(APIView):
@@ -53,7 +58,7 @@ class UnreadCountView(APIView):
 
     @extend_schema(responses={200: UnreadResponse})
     def get(self, request: Request) -> Response:
-        return Response({"unread": selectors.unread_count(user_id=request.user.pk)})
+        return Response({"unread": selectors.unread_count(user_id=_uid(request))})
 
 
 class MarkReadView(APIView):
@@ -63,7 +68,7 @@ class MarkReadView(APIView):
     def post(self, request: Request, pk: int) -> Response:
         try:
             notification = services.notification_mark_read(
-                user_id=request.user.pk, notification_id=pk
+                user_id=_uid(request), notification_id=pk
             )
         except Notification.DoesNotExist as exc:
             raise NotFound("No such notification.") from exc
@@ -75,11 +80,13 @@ class MarkAllReadView(APIView):
 
     @extend_schema(
         request=None,
-        responses={200: inline_serializer("MarkedAll", {"marked": serializers.IntegerField(),
-                                                       "unread": serializers.IntegerField()})},
+        responses={
+            200: inline_serializer(
+                "MarkedAll",
+                {"marked": serializers.IntegerField(), "unread": serializers.IntegerField()},
+            )
+        },
     )
     def post(self, request: Request) -> Response:
-        marked = services.notification_mark_all_read(user_id=request.user.pk)
+        marked = services.notification_mark_all_read(user_id=_uid(request))
         return Response({"marked": marked, "unread": 0})
-
-

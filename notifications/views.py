@@ -14,5 +14,6 @@ PAGE = 50
 @login_required
 def inbox(request: HttpRequest) -> HttpResponse:
     """``/notifications/``: the newest notifications; new ones appear live."""
+    assert isinstance(request.user.pk, int)
     notifications = list(selectors.notification_list(user_id=request.user.pk)[:PAGE])
     return render(request, "notifications/inbox.html", {"notifications": notifications})

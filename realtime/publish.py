@@ -30,7 +30,6 @@ from .protocol import encode_event
 logger = logging.getLogger(__name__)
 
 
-
 class Published(NamedTuple):
     """One event for ``publish_many``: the arguments of ``publish``."""
 

@@ -83,7 +83,9 @@ class HasPublishKey(BasePermission):
 class PublishSerializer(serializers.Serializer[Any]):
     stream = serializers.RegexField(STREAM_NAME_RE, max_length=STREAM_NAME_MAX)
     event = serializers.RegexField(r"^[A-Za-z0-9_.\-]{1,64}$")
-    data = serializers.JSONField()
+    # The request field is called "data", as in every publish API; it shadows Serializer.data,
+    # which this input-only serializer never uses.
+    data = serializers.JSONField()  # type: ignore[assignment]
     offset = serializers.IntegerField(required=False, min_value=1)
 
     def validate_data(self, value: Any) -> Any:

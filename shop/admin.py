@@ -1,4 +1,8 @@
+from typing import Any
+
 from django.contrib import admin
+from django.contrib.auth.models import User
+from django.http import HttpRequest
 
 from .models import Item, Purchase, Watch
 
@@ -10,8 +14,9 @@ class ItemAdmin(admin.ModelAdmin[Item]):
     readonly_fields = ["version", "updated_at"]
 
     # Stock edited here goes through the service, so watchers are notified and pages update.
-    def save_model(self, request, obj, form, change):  # type: ignore[no-untyped-def]
+    def save_model(self, request: HttpRequest, obj: Item, form: Any, change: bool) -> None:
         if change and "quantity" in form.changed_data:
+            assert isinstance(request.user, User)
             from .services import item_stock_set
 
             quantity = obj.quantity

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
@@ -32,7 +33,13 @@ class ItemSerializer(serializers.ModelSerializer[Item]):
     class Meta:
         model = Item
         fields = [
-            "id", "name", "description", "price_cents", "quantity", "version", "is_watching",
+            "id",
+            "name",
+            "description",
+            "price_cents",
+            "quantity",
+            "version",
+            "is_watching",
             "stream",
         ]
         read_only_fields = fields
@@ -103,6 +110,7 @@ class ItemDetailView(generics.RetrieveAPIView[Item]):
     def patch(self, request: Request, pk: int) -> Response:
         form = QuantitySerializer(data=request.data)
         form.is_valid(raise_exception=True)
+        assert isinstance(request.user, User)  # IsAdminUser let it through
         try:
             services.item_stock_set(
                 item_id=pk, quantity=form.validated_data["quantity"], actor=request.user

@@ -55,7 +55,9 @@ class Purchase(models.Model):
 class Watch(models.Model):
     """A user follows an item's stock; buying an item makes you a watcher."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="watches")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="watches"
+    )
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="watches")
     created_at = models.DateTimeField(auto_now_add=True)
 

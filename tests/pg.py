@@ -6,6 +6,9 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+import psycopg
 
 from tests.services import need, port_open
 
@@ -15,9 +18,7 @@ REDIS_HOST = os.environ.get("TOWNSQUARE_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("TOWNSQUARE_TEST_REDIS_PORT", "6379"))
 
 
-def _admin_connection():  # type: ignore[no-untyped-def]
-    import psycopg
-
+def _admin_connection() -> tuple[psycopg.Connection[Any], str]:
     last: Exception | None = None
     for user in ("postgres", "root"):
         try:

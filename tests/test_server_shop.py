@@ -34,15 +34,18 @@ def shop_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Serv
         with run_server(tmp_path) as server:
             yield server
         return
-    with scratch_postgres() as database_url, scratch_redis() as (redis_url, prefix):
-        with run_server(
+    with (
+        scratch_postgres() as database_url,
+        scratch_redis() as (redis_url, prefix),
+        run_server(
             tmp_path,
             extra_args=("--workers", "2"),
             DATABASE_URL=database_url,
             REDIS_URL=redis_url,
             REDIS_PREFIX=prefix,
-        ) as server:
-            yield server
+        ) as server,
+    ):
+        yield server
 
 
 def item_id(server: Server, name: str) -> int:
@@ -76,7 +79,8 @@ async def test_100_concurrent_purchases_of_10_in_stock(shop_server: Server) -> N
     tokens = {name: token_for(server, name) for name in BUYERS}
     async with httpx.AsyncClient(base_url=server.http, timeout=60) as http:
         set_stock = await http.patch(
-            f"/api/items/{item}/", json={"quantity": STOCK},
+            f"/api/items/{item}/",
+            json={"quantity": STOCK},
             headers={"Authorization": f"Bearer {staff}"},
         )
         assert set_stock.status_code == 200
@@ -86,7 +90,8 @@ async def test_100_concurrent_purchases_of_10_in_stock(shop_server: Server) -> N
         async def buy(i: int) -> httpx.Response:
             token = tokens[BUYERS[i % len(BUYERS)]]
             return await http.post(
-                f"/api/items/{item}/purchase/", json={"quantity": 1},
+                f"/api/items/{item}/purchase/",
+                json={"quantity": 1},
                 headers={"Authorization": f"Bearer {token}"},
             )
 
@@ -107,7 +112,8 @@ async def test_100_concurrent_purchases_of_10_in_stock(shop_server: Server) -> N
             assert newest["quantity"] == 0
             await ws.close()
     rows = server.manage(
-        "shell", "-c",
+        "shell",
+        "-c",
         "from shop.models import Purchase, Item; i = Item.objects.get(name='Limited print'); "
         "print(Purchase.objects.filter(item=i).count(), i.quantity)",
     )
@@ -118,14 +124,16 @@ async def test_seed_001_flow_with_a_token_from_the_api(server: Server) -> None:
     """The seed's client: token from /api/token/, socket with ?token=, UPDATE_COUNT on change."""
     token = token_for(server, "bob")  # bob watches the Moka pot in the demo data
     ws = await connect(
-        f"{server.ws}/notification/count?token={token}", origin=server.origin  # type: ignore[arg-type]
+        f"{server.ws}/notification/count?token={token}",
+        origin=server.origin,  # type: ignore[arg-type]
     )
     greeting = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
     assert list(greeting) == ["grouped"] and isinstance(greeting["grouped"], int)
     moka = item_id(server, "Moka pot")
     async with httpx.AsyncClient(base_url=server.http) as http:
         response = await http.patch(
-            f"/api/items/{moka}/", json={"quantity": 77},
+            f"/api/items/{moka}/",
+            json={"quantity": 77},
             headers={"Authorization": f"Bearer {token_for(server, 'alice')}"},
         )
         assert response.status_code == 200
@@ -138,7 +146,8 @@ def test_publish_command_and_api(server: Server) -> None:
     with pytest.raises(subprocess.CalledProcessError):
         server.manage("publish", "bad name", "x", "{}")
     response = httpx.post(
-        f"{server.http}/api/publish/", json={"stream": "dashboard", "event": "x", "data": 1},
+        f"{server.http}/api/publish/",
+        json={"stream": "dashboard", "event": "x", "data": 1},
         headers={"X-Townsquare-Key": "wrong"},
     )
     assert response.status_code in (401, 403)

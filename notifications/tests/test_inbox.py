@@ -52,11 +52,16 @@ async def test_user_stream_is_owner_only_and_replays_missed_notifications(demo: 
     await create(recipient_ids=[demo.bob.pk], kind="note", title="four")
     live = await receive(comm)
     assert (live["event"], live["data"]["title"], live["data"]["unread"]) == (
-        "notification.created", "four", 4
+        "notification.created",
+        "four",
+        4,
     )
     await database_sync_to_async(services.notification_mark_all_read)(user_id=demo.bob.pk)
     assert await receive(comm) == {
-        "type": "event", "stream": stream, "event": "notification.unread", "data": {"unread": 0}
+        "type": "event",
+        "stream": stream,
+        "event": "notification.unread",
+        "data": {"unread": 0},
     }
     await comm.disconnect()
 
@@ -71,7 +76,9 @@ async def test_anonymous_cannot_subscribe_to_an_inbox(demo: Demo) -> None:
 
 
 @pytest.mark.django_db
-def test_api_lists_counts_and_marks_read(demo: Demo, django_capture_on_commit_callbacks: Any) -> None:
+def test_api_lists_counts_and_marks_read(
+    demo: Demo, django_capture_on_commit_callbacks: Any
+) -> None:
     for title in ("a", "b", "c"):
         services.notifications_create(recipient_ids=[demo.bob.pk], kind="note", title=title)
     services.notifications_create(recipient_ids=[demo.carol.pk], kind="note", title="carol's")

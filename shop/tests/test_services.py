@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -90,31 +91,36 @@ def test_stock_set_is_staff_only_and_validated(demo: Demo) -> None:
     assert Notification.objects.count() == 0
     services.item_stock_set(item_id=item.pk, quantity=0, actor=None)
     assert sorted(Notification.objects.values_list("recipient__username", flat=True)) == [
-        "alice", "bob"
+        "alice",
+        "bob",
     ]
 
 
 def test_stock_is_published_after_commit_with_the_new_version(demo: Demo) -> None:
     item = moka()
-    with mock.patch("shop.services.publish") as publish:
-        with transaction.atomic():
-            services.purchase_create(user=demo.dave, item_id=item.pk, quantity=4)
-            publish.assert_not_called()
+    with mock.patch("shop.services.publish") as publish, transaction.atomic():
+        services.purchase_create(user=demo.dave, item_id=item.pk, quantity=4)
+        publish.assert_not_called()
     publish.assert_called_once_with(
-        item.stream, "shop.stock", {"item": item.pk, "name": "Moka pot", "quantity": 6,
-                                    "version": 1}
+        item.stream,
+        "shop.stock",
+        {"item": item.pk, "name": "Moka pot", "quantity": 6, "version": 1},
     )
 
 
-def test_many_watchers_take_constant_queries(demo: Demo, django_assert_max_num_queries) -> None:  # type: ignore[no-untyped-def]
+def test_many_watchers_take_constant_queries(
+    demo: Demo, django_assert_max_num_queries: Any
+) -> None:
     from django.contrib.auth.models import User
 
     item = moka()
     users = User.objects.bulk_create([User(username=f"w{i}") for i in range(200)])
     Watch.objects.bulk_create([Watch(user=u, item=item) for u in users])
-    with mock.patch("notifications.services.publish_many") as publish_many:
-        with django_assert_max_num_queries(14):
-            services.item_stock_set(item_id=item.pk, quantity=3, actor=demo.alice)
+    with (
+        mock.patch("notifications.services.publish_many") as publish_many,
+        django_assert_max_num_queries(14),
+    ):
+        services.item_stock_set(item_id=item.pk, quantity=3, actor=demo.alice)
     assert Notification.objects.filter(kind="stock").count() == 201  # 200 + bob
     published = list(publish_many.call_args.args[0])
     assert len(published) == 201

@@ -39,7 +39,9 @@ async def test_anyone_can_follow_stock_snapshot_then_changes(demo: Demo) -> None
     assert (await receive(comm))["durable"] is False
     snapshot = await receive(comm)
     assert (snapshot["event"], snapshot["data"]["quantity"], snapshot["data"]["version"]) == (
-        "shop.stock", 10, 0
+        "shop.stock",
+        10,
+        0,
     )
     await database_sync_to_async(services.purchase_create)(
         user=demo.dave, item_id=item_id, quantity=4
@@ -74,16 +76,27 @@ async def test_seed_001_notification_count_flow(demo: Demo) -> None:
 async def test_seed_001_socket_refuses_missing_forged_or_expired_tokens(demo: Demo) -> None:
     now = int(time.time())
     expired = jwt.encode(
-        {"sub": str(demo.bob.pk), "iat": now - 100, "exp": now - 10, "iss": ISSUER,
-         "typ": "access"},
-        settings.SECRET_KEY, algorithm=ALGORITHM,
+        {
+            "sub": str(demo.bob.pk),
+            "iat": now - 100,
+            "exp": now - 10,
+            "iss": ISSUER,
+            "typ": "access",
+        },
+        settings.SECRET_KEY,
+        algorithm=ALGORITHM,
     )
     forged = jwt.encode(
         {"sub": str(demo.bob.pk), "iat": now, "exp": now + 60, "iss": ISSUER, "typ": "access"},
-        "someone-elses-secret-that-is-long-enough-0123456789", algorithm=ALGORITHM,
+        "someone-elses-secret-that-is-long-enough-0123456789",
+        algorithm=ALGORITHM,
     )
-    for path in ("/notification/count", f"/notification/count?token={expired}",
-                 f"/notification/count?token={forged}", "/notification/count?token=garbage"):
+    for path in (
+        "/notification/count",
+        f"/notification/count?token={expired}",
+        f"/notification/count?token={forged}",
+        "/notification/count?token=garbage",
+    ):
         comm = communicator(path)
         connected, code = await comm.connect()
         assert (connected, code) == (False, 4001), path
@@ -129,7 +142,9 @@ def test_purchase_api_validation(demo: Demo, payload: dict[str, Any]) -> None:
 @pytest.mark.django_db
 def test_purchase_needs_sign_in_and_an_existing_item(demo: Demo) -> None:
     assert api().post(f"/api/items/{moka_id()}/purchase/", {"quantity": 1}).status_code in (
-        401, 403)
+        401,
+        403,
+    )
     assert api(demo.dave).post("/api/items/9999/purchase/", {"quantity": 1}).status_code == 404
 
 
@@ -177,7 +192,7 @@ async def test_publish_api_reaches_subscribers_with_the_right_key_only(
     await receive(comm)
 
     def post(key: str | None, body: dict[str, Any]) -> Any:
-        headers = {"HTTP_X_TOWNSQUARE_KEY": key} if key is not None else {}
+        headers: dict[str, Any] = {"HTTP_X_TOWNSQUARE_KEY": key} if key is not None else {}
         return APIClient().post("/api/publish/", body, format="json", **headers)
 
     body = {"stream": stream, "event": "shop.note", "data": {"sale": True}}
@@ -190,7 +205,10 @@ async def test_publish_api_reaches_subscribers_with_the_right_key_only(
     ok = await database_sync_to_async(post)("k" * 40, body)
     assert (ok.status_code, ok.json()) == (202, {"published": True})
     assert await receive(comm) == {
-        "type": "event", "stream": stream, "event": "shop.note", "data": {"sale": True}
+        "type": "event",
+        "stream": stream,
+        "event": "shop.note",
+        "data": {"sale": True},
     }
     await comm.disconnect()
 
@@ -199,7 +217,9 @@ async def test_publish_api_reaches_subscribers_with_the_right_key_only(
 def test_publish_api_is_closed_without_a_configured_key(demo: Demo, settings: Any) -> None:
     settings.PUBLISH_API_KEY = ""
     response = APIClient().post(
-        "/api/publish/", {"stream": "x", "event": "y", "data": 1}, format="json",
+        "/api/publish/",
+        {"stream": "x", "event": "y", "data": 1},
+        format="json",
         HTTP_X_TOWNSQUARE_KEY="",
     )
     assert response.status_code in (401, 403)

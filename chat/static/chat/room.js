@@ -2,7 +2,7 @@
 // Data comes from json_script blocks in chat/room.html (the CSP allows no inline code).
 // Every user-supplied string is written with textContent, never as HTML.
 
-import { RealtimeClient } from "../realtime/client.js";
+import { getClient } from "../realtime/shared.js";
 
 const readJSON = (id) => JSON.parse(document.getElementById(id).textContent);
 
@@ -14,18 +14,10 @@ const me = readJSON("current-user");
 const messages = document.getElementById("messages");
 const members = document.getElementById("members");
 const memberCount = document.getElementById("member-count");
-const badge = document.getElementById("connection-state");
 const composer = document.getElementById("composer");
 const input = document.getElementById("composer-text");
 const sendButton = document.getElementById("composer-send");
 const errorBox = document.getElementById("composer-error");
-
-const STATE_TEXT = {
-  connecting: "connecting…",
-  open: "live",
-  reconnecting: "reconnecting…",
-  closed: "offline",
-};
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 
@@ -132,12 +124,6 @@ function showError(text) {
   errorBox.hidden = !text;
 }
 
-function showState(state) {
-  if (!badge) return;
-  badge.dataset.state = state;
-  badge.textContent = STATE_TEXT[state] ?? state;
-}
-
 // --- the connection -------------------------------------------------------------------------
 
 function onEvent(frame) {
@@ -160,12 +146,10 @@ function onEvent(frame) {
   }
 }
 
-const client = new RealtimeClient();
-// A handle for tests and for poking around in the console.
-window.__townsquareClient = client;
+// The page's one socket, shared with the bell; it also drives the header badge.
+const client = getClient();
 
 client.onState((state) => {
-  showState(state);
   if (state === "closed" && client.closeCode !== 1000) {
     showError("The connection was closed by the server. Reload the page to sign in again.");
   }
@@ -180,7 +164,6 @@ client.subscribe(stream, onEvent, {
     showError(`This room is no longer available: ${error.detail}`);
   },
 });
-client.connect();
 
 // --- the composer ---------------------------------------------------------------------------
 

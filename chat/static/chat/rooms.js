@@ -1,6 +1,6 @@
 // The room list: the "open a room by name" form, and the connection badge.
 
-import { RealtimeClient } from "../realtime/client.js";
+import { getClient } from "../realtime/shared.js";
 
 const form = document.getElementById("open-room");
 const nameInput = document.getElementById("room-name");
@@ -19,19 +19,6 @@ form.addEventListener("submit", (event) => {
 });
 nameInput.addEventListener("input", () => nameInput.setCustomValidity(""));
 
-// The badge in the header tells whether live updates can reach this browser.
-const badge = document.getElementById("connection-state");
-const STATE_TEXT = {
-  connecting: "connecting…",
-  open: "live",
-  reconnecting: "reconnecting…",
-  closed: "offline",
-};
-if (badge) {
-  const client = new RealtimeClient();
-  client.onState((state) => {
-    badge.dataset.state = state;
-    badge.textContent = STATE_TEXT[state] ?? state;
-  });
-  client.connect();
-}
+// The header badge tells whether live updates can reach this browser (the shared client
+// drives it; the bell uses the same socket).
+getClient();

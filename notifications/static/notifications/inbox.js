@@ -1,0 +1,130 @@
+// The notifications page: new notifications appear at the top live; "Mark read" and
+// "Mark all read" call the API. The bell's count follows from the server's
+// `notification.unread` event, not from here. Text is written with textContent only.
+
+import { subscribeInbox } from "./bell.js";
+
+const list = document.getElementById("notifications");
+const markAll = document.getElementById("mark-all-read");
+const errorBox = document.getElementById("inbox-error");
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+
+function showTime(el) {
+  const when = new Date(el.dateTime);
+  if (!Number.isNaN(when.getTime())) {
+    el.textContent = timeFormat.format(when);
+    el.title = when.toLocaleString();
+  }
+}
+
+function showError(text) {
+  errorBox.textContent = text;
+  errorBox.hidden = !text;
+}
+
+function csrfToken() {
+  const cookie = document.cookie.split("; ").find((c) => c.startsWith("csrftoken="));
+  if (cookie) return decodeURIComponent(cookie.slice("csrftoken=".length));
+  return document.querySelector("input[name=csrfmiddlewaretoken]")?.value ?? "";
+}
+
+/** POST to the API; resolve with the parsed answer, reject with a sentence. */
+async function post(url) {
+  let response;
+  try {
+    response = await fetch(url, {
+      method: "POST",
+      headers: { Accept: "application/json", "X-CSRFToken": csrfToken() },
+      credentials: "same-origin",
+    });
+  } catch {
+    throw new Error("Could not reach the server; try again.");
+  }
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw new Error(body?.detail ?? `Something went wrong (HTTP ${response.status}).`);
+  return body;
+}
+
+// --- rendering ------------------------------------------------------------------------------
+
+/** The same markup as the server-rendered list in notifications/inbox.html. */
+function notificationElement(data) {
+  const li = document.createElement("li");
+  li.className = data.read_at ? "notification" : "notification unread";
+  li.dataset.id = String(data.id);
+  const text = document.createElement("div");
+  text.className = "notification-text";
+  const title = document.createElement("strong");
+  title.className = "title";
+  title.textContent = data.title;
+  const time = document.createElement("time");
+  time.dateTime = data.created_at;
+  showTime(time);
+  text.append(title, " ", time);
+  if (data.body) {
+    const body = document.createElement("p");
+    body.className = "body";
+    body.textContent = data.body;
+    text.append(body);
+  }
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "mark-read link-button";
+  button.textContent = "Mark read";
+  li.append(text, button);
+  return li;
+}
+
+function addNotification(data) {
+  if (list.querySelector(`li[data-id="${Number(data.id)}"]`)) return;
+  const li = notificationElement(data);
+  // Newest first; events come in id order, but place by id in case one does not.
+  const after = [...list.children].find((el) => Number(el.dataset.id) < data.id);
+  list.insertBefore(li, after ?? null);
+}
+
+function markShownRead(items = list.querySelectorAll("li.unread")) {
+  for (const li of items) li.classList.remove("unread");
+}
+
+subscribeInbox((frame) => {
+  if (frame.event === "notification.created") addNotification(frame.data);
+  // Read everywhere (say, in another tab): nothing here is unread any more.
+  else if (frame.event === "notification.unread" && frame.data.unread === 0) markShownRead();
+});
+
+// --- marking read ---------------------------------------------------------------------------
+
+list.addEventListener("click", async (event) => {
+  const button = event.target.closest("button.mark-read");
+  if (!button) return;
+  const li = button.closest("li.notification");
+  button.disabled = true;
+  try {
+    await post(`/api/notifications/${Number(li.dataset.id)}/read/`);
+    li.classList.remove("unread");
+    showError("");
+  } catch (error) {
+    showError(error.message);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+markAll.addEventListener("click", async () => {
+  markAll.disabled = true;
+  // Only what was shown when clicked: one arriving meanwhile may be newer than the update.
+  const shown = [...list.querySelectorAll("li.unread")];
+  try {
+    await post("/api/notifications/read-all/");
+    markShownRead(shown);
+    showError("");
+  } catch (error) {
+    showError(error.message);
+  } finally {
+    markAll.disabled = false;
+  }
+});
+
+list.querySelectorAll("time").forEach(showTime);
