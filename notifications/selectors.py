@@ -32,21 +32,24 @@ def unread_counts(*, user_ids: Iterable[int]) -> dict[int, int]:
 
 
 def notification_list_after(*, user_id: int, since: int, limit: int) -> list[Notification]:
-    """A user's notifications with ``id > since``, oldest first, at most ``limit``."""
+    """A user's notifications with ``offset > since``, oldest first, at most ``limit``."""
     return list(
-        Notification.objects.filter(recipient_id=user_id, id__gt=since).order_by("id")[:limit]
+        Notification.objects.filter(recipient_id=user_id, offset__gt=since).order_by("offset")[
+            :limit
+        ]
     )
 
 
 def notification_data(notification: Notification, *, unread: int | None = None) -> dict[str, Any]:
     """The ``data`` of a ``notification.created`` event and the API's notification shape.
 
-    Shape: ``{id: int, kind: str, title: str, body: str, data: object,
+    Shape: ``{id: int, offset: int, kind: str, title: str, body: str, data: object,
     created_at: str (RFC 3339), read_at: str | null, unread?: int}`` — ``unread`` is the
     recipient's unread count right after this notification, on live events only.
     """
     payload: dict[str, Any] = {
         "id": notification.pk,
+        "offset": notification.offset,
         "kind": notification.kind,
         "title": notification.title,
         "body": notification.body,

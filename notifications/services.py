@@ -8,11 +8,12 @@ from functools import partial
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from realtime.publish import Published, publish, publish_many
 
-from .models import Notification
+from .models import Inbox, Notification
 from .selectors import notification_data, unread_count, unread_counts
 
 
@@ -29,18 +30,33 @@ def notifications_create(
     body: str = "",
     data: dict[str, Any] | None = None,
 ) -> list[Notification]:
-    """Create one notification per recipient (one bulk insert) and push each after commit.
+    """Create one notification per recipient and push each after commit.
 
-    Each recipient's stream gets ``notification.created`` with offset = the notification id
-    and the recipient's new unread count (one aggregate query for all of them).
+    The same few queries whatever the number of recipients: create missing inbox counters,
+    lock the counters (in user-id order, so that writers with overlapping recipients queue
+    instead of deadlocking), advance them all in one UPDATE, read the new offsets back, insert
+    the notifications in bulk. After commit each recipient's stream gets
+    ``notification.created`` at its new offset, with the recipient's unread count.
     """
     recipients = sorted(set(recipient_ids))
     if not recipients:
         return []
     with transaction.atomic():
+        Inbox.objects.bulk_create([Inbox(user_id=r) for r in recipients], ignore_conflicts=True)
+        counters = Inbox.objects.filter(user_id__in=recipients)
+        list(counters.select_for_update().order_by("user_id").values_list("user_id", flat=True))
+        counters.update(last_offset=F("last_offset") + 1)
+        offsets = dict(counters.values_list("user_id", "last_offset"))
         created = Notification.objects.bulk_create(
             [
-                Notification(recipient_id=r, kind=kind, title=title, body=body, data=data or {})
+                Notification(
+                    recipient_id=r,
+                    kind=kind,
+                    title=title,
+                    body=body,
+                    data=data or {},
+                    offset=offsets[r],
+                )
                 for r in recipients
             ]
         )
@@ -55,7 +71,7 @@ def _push_created(created: list[Notification]) -> None:
             user_stream(n.recipient_id),
             "notification.created",
             notification_data(n, unread=counts.get(n.recipient_id, 0)),
-            n.pk,
+            n.offset,
         )
         for n in created
     )

@@ -1,4 +1,4 @@
-"""The ``user:<id>`` stream kind: a user's inbox, durable (offset = notification id).
+"""The ``user:<id>`` stream kind: a user's inbox, durable (offset = the per-user sequence).
 
 Events:
     ``notification.created`` (durable): ``notification_data`` with ``unread``.
@@ -29,9 +29,9 @@ def authorize_user_stream(user: AnyUser, key: str) -> None:
 
 
 def replay_user_stream(key: str, since: int, limit: int) -> list[Event]:
-    """The user's notifications with id > ``since``, oldest first."""
+    """The user's notifications with offset > ``since``, oldest first."""
     found = selectors.notification_list_after(user_id=_user_id(key), since=since, limit=limit)
-    return [Event("notification.created", selectors.notification_data(n), n.pk) for n in found]
+    return [Event("notification.created", selectors.notification_data(n), n.offset) for n in found]
 
 
 def snapshot_user_stream(user: AnyUser, key: str) -> list[Event]:

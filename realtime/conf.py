@@ -23,6 +23,7 @@ class RealtimeSettings:
     OUTBOX_MAX_BYTES: int = 4 * 1024 * 1024
     REPLAY_MAX: int = 5000
     JWT_TTL_SECONDS: int = 15 * 60
+    HUB_REFRESH_SECONDS: float = 30.0
 
 
 @functools.cache

@@ -316,7 +316,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.subscriptions[stream] = subscription
         # Join before reading the replay, so nothing published in between is missed; the
         # overlap is removed by offset in Subscription.deliver.
-        await self.hub.subscribe(stream, subscription)
+        try:
+            await self.hub.subscribe(stream, subscription)
+        except Exception as exc:
+            del self.subscriptions[stream]
+            logger.warning("subscribe to %s failed in the channel layer: %r", stream, exc)
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, "the channel layer is unavailable; retry"
+            ) from exc
         try:
             opened = await database_sync_to_async(self._read_initial)(kind, key, since)
         except BaseException:
@@ -350,7 +357,8 @@ class StreamConsumer(RealtimeConsumer):
 
     Anyone may connect (public streams need no account); each stream kind decides who may
     subscribe. A socket that offered a token which was refused gets an ``error`` frame with
-    code ``unauthenticated`` (detail ``token_expired`` or ``token_invalid``) and close 4001.
+    code ``unauthenticated`` and ``reason`` ``token_expired`` or ``token_invalid``, then
+    close 4001.
     """
 
     async def connect(self) -> None:
@@ -358,7 +366,8 @@ class StreamConsumer(RealtimeConsumer):
         await self.accept()
         auth_error = self.scope.get("auth_error")
         if auth_error:
-            await self.send_error(ErrorCode.UNAUTHENTICATED, auth_error)
+            detail = self.scope.get("auth_error_detail", "the token was refused")
+            await self.send_error(ErrorCode.UNAUTHENTICATED, detail, reason=auth_error)
             await self.close(CloseCode.UNAUTHENTICATED, auth_error)
 
     async def receive_frame(self, frame: dict[str, Any]) -> None:

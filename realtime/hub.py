@@ -89,8 +89,10 @@ class Hub:
     Use ``get_hub()``; tests that run many event loops get one hub per loop.
     """
 
-    def __init__(self, layer: BaseChannelLayer | None) -> None:
+    def __init__(self, layer: BaseChannelLayer | None, *, refresh_seconds: float = 30.0) -> None:
         self.layer = layer
+        self.refresh_seconds = refresh_seconds
+        self._refresher: asyncio.Task[None] | None = None
         self._streams: dict[str, set[Subscriber]] = {}
         self._joined: set[str] = set()
         self._lock = asyncio.Lock()
@@ -107,12 +109,23 @@ class Hub:
         return len(self._streams.get(stream, ()))
 
     async def subscribe(self, stream: str, subscriber: Subscriber) -> None:
-        """Add a local subscriber; returns once this process receives the stream's publishes."""
+        """Add a local subscriber; returns once this process receives the stream's publishes.
+
+        Raises:
+            Exception: whatever the channel layer raised joining the group; the subscriber is
+                not left behind.
+        """
         subscribers = self._streams.get(stream)
         if subscribers is None:
             subscribers = self._streams[stream] = set()
         subscribers.add(subscriber)
-        await self._sync_group(stream)
+        try:
+            await self._sync_group(stream)
+        except BaseException:
+            subscribers.discard(subscriber)
+            if not subscribers and self._streams.get(stream) is subscribers:
+                del self._streams[stream]
+            raise
 
     async def unsubscribe(self, stream: str, subscriber: Subscriber) -> None:
         """Remove a local subscriber; the last one out leaves the layer group."""
@@ -152,6 +165,34 @@ class Hub:
             self._channel = await self.layer.new_channel(prefix="hub")
         if self._reader is None or self._reader.done():
             self._reader = asyncio.get_running_loop().create_task(self._read())
+        if self._refresher is None or self._refresher.done():
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        # Group membership lives in the layer and can vanish behind our back: channels_redis
+        # expires it (group_expiry) and a Redis restart empties it. Re-adding every joined
+        # group on a timer (idempotent; it also renews the expiry) bounds how long a worker
+        # can go deaf to a stream to one interval.
+        while True:
+            await asyncio.sleep(self.refresh_seconds)
+            try:
+                await self.rejoin()
+            except Exception as exc:
+                logger.warning(
+                    "hub: re-joining groups failed (%r); next try in %ss", exc, self.refresh_seconds
+                )
+
+    async def rejoin(self) -> None:
+        """Re-add this process's channel to the group of every stream it serves.
+
+        Raises:
+            Exception: the channel layer's error; groups not yet re-added wait for next time.
+        """
+        assert self.layer is not None
+        for stream in list(self._joined):
+            async with self._lock:
+                if stream in self._joined:
+                    await self.layer.group_add(group_name(stream), self._channel)
 
     async def _read(self) -> None:
         assert self.layer is not None and self._channel is not None
@@ -172,12 +213,13 @@ class Hub:
                 self.deliver(Frame(message["stream"], message.get("offset"), message["text"]))
 
     async def close(self) -> None:
-        """Stop the reader and leave every group (tests, shutdown)."""
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._reader
-            self._reader = None
+        """Stop the reader and the refresher and leave every group (tests, shutdown)."""
+        for task in (self._reader, self._refresher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._reader = self._refresher = None
         if self.layer is not None and self._channel is not None:
             for stream in list(self._joined):
                 with contextlib.suppress(Exception):
@@ -194,5 +236,9 @@ def get_hub() -> Hub:
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)
     if hub is None:
-        hub = _hubs[loop] = Hub(get_channel_layer())
+        from .conf import rt_settings
+
+        hub = _hubs[loop] = Hub(
+            get_channel_layer(), refresh_seconds=rt_settings().HUB_REFRESH_SECONDS
+        )
     return hub

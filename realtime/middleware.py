@@ -34,8 +34,9 @@ class TokenAuthMiddleware(BaseMiddleware):
     """Set ``scope["user"]`` from a JWT when the socket offers one.
 
     Runs inside Channels' session ``AuthMiddlewareStack``: a token, when present, decides the
-    user. A refused token leaves an ``AnonymousUser`` and ``scope["auth_error"]`` set to
-    ``token_expired`` or ``token_invalid``; the consumer closes with 4001.
+    user. A refused token leaves an ``AnonymousUser``, ``scope["auth_error"]`` set to
+    ``token_expired`` or ``token_invalid`` and ``scope["auth_error_detail"]`` to a sentence;
+    the consumer closes with 4001.
     """
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
@@ -47,4 +48,5 @@ class TokenAuthMiddleware(BaseMiddleware):
             except TokenError as exc:
                 scope["user"] = AnonymousUser()
                 scope["auth_error"] = exc.code
+                scope["auth_error_detail"] = exc.detail
         return await super().__call__(scope, receive, send)

@@ -30,8 +30,6 @@ import orjson
 class CloseCode(IntEnum):
     """WebSocket close codes the server uses (RFC 6455 §7.4.1 and the 4000–4999 private range)."""
 
-    #: The server is shutting down or restarting; reconnect.
-    GOING_AWAY = 1001
     #: A client frame was larger than ``MAX_FRAME_BYTES`` (RFC 6455 "message too big").
     MESSAGE_TOO_BIG = 1009
     #: The credentials offered (token) were invalid or expired; get a new token, then reconnect.

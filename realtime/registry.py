@@ -12,7 +12,8 @@ calls them through ``database_sync_to_async``):
 ``replay(key, since, limit) -> list[Event]``
     Durable kinds only: the events with ``offset > since``, oldest first, at most ``limit``.
 ``snapshot(user, key) -> list[Event]``
-    Ephemeral kinds: the current state, sent after the subscribe ``ack``.
+    Optional: the current state (stock, unread count, member list), sent after the subscribe
+    ``ack`` and before any replay. Snapshot events carry no offset.
 
 Client actions map a frame ``type`` (``chat.send``) to an async handler
 ``handler(ctx, frame) -> dict``; the dict is merged into the ``ack`` frame. Handlers raise
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
 type AnyUser = AbstractBaseUser | AnonymousUser
 
 # Letters, digits, `_` and `-` between colons: maps one-to-one to a channel-layer group name.
-STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9_\-]+(:[A-Za-z0-9_\-]+)*$")
+# \Z, not $: "$" would also accept a trailing newline.
+STREAM_NAME_RE = re.compile(r"^[A-Za-z0-9_\-]+(:[A-Za-z0-9_\-]+)*\Z")
 STREAM_NAME_MAX = 90
 
 

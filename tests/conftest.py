@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
+from tests import services
 from tests.server import Server, run_server
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 DEMO_PASSWORD = "townsquare-demo"
 
@@ -42,3 +47,35 @@ def token_for(server: Server, username: str, password: str = DEMO_PASSWORD) -> s
     )
     assert response.status_code == 200, response.text
     return str(response.json()["access"])
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium (Debian's), driven by Playwright; skips or fails without it."""
+    from playwright.sync_api import sync_playwright
+
+    executable = services.need_chromium()
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=executable, args=services.CHROMIUM_ARGS, headless=True
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser, server: Server) -> Iterator[Callable[[], Page]]:
+    """A factory of pages, each in its own browser context (its own cookies)."""
+    from playwright.sync_api import BrowserContext
+
+    contexts: list[BrowserContext] = []
+
+    def make() -> Page:
+        context = browser.new_context(base_url=server.http)
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()

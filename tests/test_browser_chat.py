@@ -4,23 +4,20 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
 from playwright.sync_api import (
-    Browser,
-    BrowserContext,
     Dialog,
     Error,
     Page,
     WebSocketRoute,
     expect,
-    sync_playwright,
 )
 
-from tests import services
-from tests.conftest import DEMO_PASSWORD, token_for
+from tests.browser import log_in, wait_live
+from tests.conftest import token_for
 from tests.server import Server
 
 pytestmark = pytest.mark.browser
@@ -28,47 +25,6 @@ pytestmark = pytest.mark.browser
 XSS = "<img src=x onerror=alert(1)>"
 # Long enough for a few reconnect backoff steps (full jitter, base 0.5 s).
 RECONNECT_TIMEOUT_MS = 15_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = services.need_chromium()
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, args=services.CHROMIUM_ARGS, headless=True
-        )
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def new_page(browser: Browser, server: Server) -> Iterator[Callable[[], Page]]:
-    """A factory of pages, each in its own browser context (its own cookies)."""
-    contexts: list[BrowserContext] = []
-
-    def make() -> Page:
-        context = browser.new_context(base_url=server.http)
-        context.set_default_timeout(10_000)
-        contexts.append(context)
-        return context.new_page()
-
-    yield make
-    for context in contexts:
-        context.close()
-
-
-def log_in(page: Page, username: str) -> None:
-    """Sign in through the login form; end on the room list."""
-    page.goto("/accounts/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", DEMO_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(re.compile(r"/$"))
-    expect(page.locator(".username")).to_have_text(username)
-
-
-def wait_live(page: Page) -> None:
-    expect(page.locator("#connection-state")).to_have_attribute("data-state", "open")
 
 
 def room_href(page: Page, name: str) -> str:

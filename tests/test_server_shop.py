@@ -118,6 +118,16 @@ async def test_100_concurrent_purchases_of_10_in_stock(shop_server: Server) -> N
         "print(Purchase.objects.filter(item=i).count(), i.quantity)",
     )
     assert rows.strip().splitlines()[-1].split() == [str(STOCK), "0"]
+    # alice watches the item and bought nothing: one notification per purchase, and her inbox
+    # offsets are 1..10 with no gap although the purchases committed concurrently.
+    offsets = server.manage(
+        "shell",
+        "-c",
+        "from notifications.models import Notification; print(list(Notification.objects"
+        ".filter(recipient__username='alice').order_by('offset')"
+        ".values_list('offset', flat=True)))",
+    )
+    assert offsets.strip().splitlines()[-1] == str(list(range(1, STOCK + 1)))
 
 
 async def test_seed_001_flow_with_a_token_from_the_api(server: Server) -> None:

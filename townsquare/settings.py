@@ -209,6 +209,9 @@ TOWNSQUARE_REALTIME = {
     "OUTBOX_MAX_BYTES": env.int("RT_OUTBOX_MAX_BYTES", default=4 * 1024 * 1024),
     # Messages a `subscribe {since}` replays at most; beyond it the ack says `truncated`.
     "REPLAY_MAX": env.int("RT_REPLAY_MAX", default=5000),
+    # How often each worker re-joins the layer groups of its streams, in seconds: the longest
+    # a worker stays deaf after Redis lost group membership (restart, expiry).
+    "HUB_REFRESH_SECONDS": env.float("RT_HUB_REFRESH_SECONDS", default=30.0),
     # Lifetime of a JWT from POST /api/token/, in seconds.
     "JWT_TTL_SECONDS": env.int("RT_JWT_TTL_SECONDS", default=15 * 60),
 }

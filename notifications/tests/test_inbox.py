@@ -40,14 +40,14 @@ async def test_user_stream_is_owner_only_and_replays_missed_notifications(demo: 
     comm = communicator(cookie=await database_sync_to_async(session_cookie)(demo.bob))
     assert (await comm.connect())[0]
     stream = f"user:{demo.bob.pk}"
-    await send(comm, {"type": "subscribe", "stream": stream, "since": first[0].pk})
+    await send(comm, {"type": "subscribe", "stream": stream, "since": first[0].offset})
     ack = await receive(comm)
     assert (ack["durable"], ack["replayed"]) == (True, 2)
     assert (await receive(comm))["data"] == {"unread": 3}
     replayed = [await receive(comm), await receive(comm)]
     assert [f["data"]["title"] for f in replayed] == ["two", "three"]
-    assert [f["offset"] for f in replayed] == [f["data"]["id"] for f in replayed]
-    assert replayed[0]["offset"] < replayed[1]["offset"]
+    assert [f["offset"] for f in replayed] == [2, 3]
+    assert [f["data"]["offset"] for f in replayed] == [2, 3]
     # Live: the new notification carries the new unread count; marking read pushes the count.
     await create(recipient_ids=[demo.bob.pk], kind="note", title="four")
     live = await receive(comm)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import jwt
@@ -48,6 +49,7 @@ async def test_ping_answers_pong_with_ref(ws: WebsocketCommunicator) -> None:
         ('{"type": "subscribe"}', "invalid"),
         ('{"type": "subscribe", "stream": "has space"}', "invalid"),
         ('{"type": "subscribe", "stream": "a.b"}', "invalid"),
+        ('{"type": "subscribe", "stream": "test:open\\n"}', "invalid"),
         ('{"type": "subscribe", "stream": "nosuchkind:1"}', "unknown_stream"),
         ('{"type": "subscribe", "stream": "test:log", "since": -1}', "invalid"),
         ('{"type": "subscribe", "stream": "test:log", "since": "3"}', "invalid"),
@@ -331,7 +333,8 @@ async def test_expired_forged_or_foreign_tokens_close_with_4001(
     comm = communicator(subprotocols=["townsquare", f"bearer.{token}"])
     assert (await comm.connect())[0]
     error = await receive(comm)
-    assert (error["type"], error["code"], error["detail"]) == ("error", "unauthenticated", detail)
+    assert (error["type"], error["code"], error["reason"]) == ("error", "unauthenticated", detail)
+    assert error["detail"].startswith("the token")
     closed = await comm.receive_output(timeout=2)
     assert (closed["type"], closed["code"]) == ("websocket.close", 4001)
     await comm.disconnect()
@@ -340,7 +343,7 @@ async def test_expired_forged_or_foreign_tokens_close_with_4001(
 async def test_garbage_token_closes_with_4001() -> None:
     comm = communicator("/ws/?token=not.a.jwt")
     assert (await comm.connect())[0]
-    assert (await receive(comm))["detail"] == "token_invalid"
+    assert (await receive(comm))["reason"] == "token_invalid"
     assert (await comm.receive_output(timeout=2))["code"] == 4001
     await comm.disconnect()
 
@@ -353,3 +356,49 @@ async def test_disconnect_leaves_the_hub(ws: WebsocketCommunicator) -> None:
     await ws.disconnect()
     assert hub.local_subscribers("test:open:gone") == 0
     assert hub.stream_count == 0
+
+
+async def test_a_channel_layer_failure_on_subscribe_is_unavailable_and_leaves_nothing(
+    ws: WebsocketCommunicator,
+) -> None:
+    hub = get_hub()
+
+    async def broken_group_add(group: str, channel: str) -> None:
+        raise ConnectionError("layer down")
+
+    assert hub.layer is not None
+    original = hub.layer.group_add
+    hub.layer.group_add = broken_group_add
+    try:
+        await send(ws, {"type": "subscribe", "stream": "test:open:down", "ref": 1})
+        error = await receive(ws)
+        assert (error["code"], error["ref"]) == ("unavailable", 1)
+        assert hub.local_subscribers("test:open:down") == 0
+    finally:
+        hub.layer.group_add = original
+    await send(ws, {"type": "subscribe", "stream": "test:open:down"})
+    assert (await receive(ws))["type"] == "ack"
+
+
+async def test_the_hub_rejoins_groups_the_layer_forgot() -> None:
+    from realtime.hub import Hub, group_name
+
+    hub = Hub(get_hub().layer)
+    assert hub.layer is not None
+    arrived = asyncio.Event()
+    received: list[Frame] = []
+
+    class Collector:
+        def deliver(self, frame: Frame) -> None:
+            received.append(frame)
+            arrived.set()
+
+    await hub.subscribe("test:open:forgotten", Collector())
+    # What a Redis restart or group expiry does: membership gone behind the hub's back.
+    await hub.layer.group_discard(group_name("test:open:forgotten"), hub._channel)
+    await apublish("test:open:forgotten", "test.lost", {"n": 0})
+    await hub.rejoin()
+    await apublish("test:open:forgotten", "test.back", {"n": 1})
+    await asyncio.wait_for(arrived.wait(), 2)
+    assert [f.payload["event"] for f in received] == ["test.back"]
+    await hub.close()

@@ -125,7 +125,7 @@ def test_many_watchers_take_constant_queries(
     published = list(publish_many.call_args.args[0])
     assert len(published) == 201
     assert len({p.stream for p in published}) == 201
-    assert all(p.offset == p.data["id"] and p.data["unread"] == 1 for p in published)
+    assert all(p.offset == p.data["offset"] == 1 and p.data["unread"] == 1 for p in published)
 
 
 def test_concurrent_purchases_on_sqlite_never_oversell(demo: Demo) -> None:

@@ -16,12 +16,12 @@ const count = document.getElementById("bell-count");
 const toasts = document.getElementById("toasts");
 
 /**
- * Where to resume the inbox stream: the inbox page embeds the id of the newest notification
- * it rendered, so one created between rendering and subscribing is replayed. Elsewhere there
- * is no starting point; the client then resumes from the first live event it receives.
+ * Where to resume the inbox stream: the inbox page embeds the stream offset of the newest
+ * notification it rendered, so one created between rendering and subscribing is replayed.
+ * Elsewhere there is no starting point; the client then resumes from the first live event.
  */
 function since() {
-  const el = document.getElementById("notifications-last-id");
+  const el = document.getElementById("notifications-last-offset");
   const value = el ? JSON.parse(el.textContent) : null;
   return Number.isInteger(value) && value >= 0 ? value : undefined;
 }
