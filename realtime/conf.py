@@ -24,6 +24,7 @@ class RealtimeSettings:
     REPLAY_MAX: int = 5000
     JWT_TTL_SECONDS: int = 15 * 60
     HUB_REFRESH_SECONDS: float = 30.0
+    GAP_WAIT_SECONDS: float = 0.25
 
 
 @functools.cache

@@ -28,7 +28,7 @@ from django.db import DatabaseError
 
 from . import registry
 from .conf import rt_settings
-from .hub import Frame, Renderer, get_hub
+from .hub import Frame, Hub, Renderer, get_hub
 from .middleware import SUBPROTOCOL
 from .outbox import Outbox
 from .protocol import CloseCode, ErrorCode, ProtocolError, encode_ack, encode_error, encode_event
@@ -41,20 +41,45 @@ class Subscription:
     """One socket's subscription to one stream: what the hub delivers frames to.
 
     While the subscribe replay runs, live frames wait in ``buffer``; afterwards they pass
-    straight to the outbox. On durable streams, frames at or below ``last_offset`` (already
-    sent by the replay) are dropped, so a client never sees an offset twice.
+    straight to the outbox. On durable streams, frames reach the client in offset order with
+    no gap and no duplicate:
+
+    - a frame at or below ``last_offset`` (already sent, e.g. by the replay) is dropped;
+    - a frame past a gap (offset n+2 while n+1 is missing) is held; publishes from different
+      threads or workers can overtake each other, so the missing one usually arrives within
+      ``GAP_WAIT_SECONDS``;
+    - if it does not, the hub fetches the gap from the database (one query per gap per
+      process, shared by every local subscriber), and the held frames follow.
     """
 
-    __slots__ = ("buffer", "last_offset", "outbox", "renderer", "stream")
+    __slots__ = (
+        "_gap_timer",
+        "_held",
+        "buffer",
+        "hub",
+        "last_offset",
+        "outbox",
+        "renderer",
+        "stream",
+    )
 
     def __init__(
-        self, stream: str, outbox: Outbox, *, since: int | None, renderer: Renderer | None
+        self,
+        stream: str,
+        outbox: Outbox,
+        *,
+        since: int | None,
+        renderer: Renderer | None,
+        hub: Hub | None = None,
     ) -> None:
         self.stream = stream
         self.outbox = outbox
         self.renderer = renderer
+        self.hub = hub
         self.last_offset = since if since is not None else -1
         self.buffer: list[Frame] | None = []
+        self._held: dict[int, Frame] | None = None
+        self._gap_timer: asyncio.TimerHandle | None = None
 
     def deliver(self, frame: Frame) -> None:
         """Called by the hub for each frame of the stream (no await, no encoding)."""
@@ -63,18 +88,97 @@ class Subscription:
             return
         offset = frame.offset
         if offset is not None:
-            if offset <= self.last_offset:
+            last = self.last_offset
+            if offset <= last:
+                return
+            if offset != last + 1 and last >= 0:
+                self._hold(frame)
                 return
             self.last_offset = offset
+        self._put(frame)
+        if self._held:
+            self._release()
+
+    def _put(self, frame: Frame) -> None:
         text = frame.text if self.renderer is None else frame.render(self.renderer)
         if text is not None:
             self.outbox.put(text)
 
+    def _hold(self, frame: Frame) -> None:
+        assert frame.offset is not None
+        if self._held is None:
+            self._held = {}
+        self._held[frame.offset] = frame
+        if self._gap_timer is None and self.hub is not None:
+            loop = asyncio.get_running_loop()
+            self._gap_timer = loop.call_later(rt_settings().GAP_WAIT_SECONDS, self._gap_timeout)
+
+    def _release(self) -> None:
+        # Pass on held frames that are now next in line.
+        held = self._held
+        assert held is not None
+        while (frame := held.pop(self.last_offset + 1, None)) is not None:
+            self.last_offset += 1
+            self._put(frame)
+        for stale in [o for o in held if o <= self.last_offset]:
+            del held[stale]
+        if not held and self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+
+    def _gap_timeout(self) -> None:
+        self._gap_timer = None
+        if self._held and self.hub is not None:
+            self.hub.spawn(self._fill_gap())
+
+    async def _fill_gap(self) -> None:
+        held = self._held
+        if not held or self.hub is None:
+            return
+        first_held = min(held)
+        try:
+            missing = await self.hub.fetch_range(self.stream, self.last_offset, first_held - 1)
+        except Exception:
+            logger.exception(
+                "could not fetch %s offsets %s..%s",
+                self.stream,
+                self.last_offset + 1,
+                first_held - 1,
+            )
+            missing = []
+        for frame in missing:
+            if frame.offset is not None and frame.offset == self.last_offset + 1:
+                self.last_offset = frame.offset
+                self._put(frame)
+        if self._held and self.last_offset + 1 < min(self._held):
+            # The database has nothing for the gap (the client can still resubscribe with
+            # `since`); waiting longer would only delay everything after it.
+            logger.warning(
+                "%s: offsets %s..%s not found; skipping",
+                self.stream,
+                self.last_offset + 1,
+                min(self._held) - 1,
+            )
+            self.last_offset = min(self._held) - 1
+        if self._held:
+            self._release()
+
+    def close(self) -> None:
+        """Forget held frames and timers (the socket left the stream)."""
+        if self._gap_timer is not None:
+            self._gap_timer.cancel()
+            self._gap_timer = None
+        self._held = None
+
     def go_live(self) -> None:
         """End buffering: pass on the frames that arrived during the replay, then live ones."""
         buffered, self.buffer = self.buffer or [], None
-        for frame in buffered:
+        for frame in sorted(buffered, key=_offset_key):
             self.deliver(frame)
+
+
+def _offset_key(frame: Frame) -> int:
+    return frame.offset if frame.offset is not None else -1
 
 
 @dataclass
@@ -177,6 +281,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Called when the socket closed: leave every stream, stop the writer."""
         for stream, subscription in list(self.subscriptions.items()):
+            subscription.close()
             await self.hub.unsubscribe(stream, subscription)
         self.subscriptions.clear()
         if self.accepted:
@@ -312,7 +417,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if since is not None and not kind.durable:
             raise ProtocolError(ErrorCode.INVALID, f"{stream} is not durable: no 'since'")
         await database_sync_to_async(kind.authorize)(self.user, key)
-        subscription = Subscription(stream, self.outbox, since=since, renderer=renderer)
+        subscription = Subscription(
+            stream,
+            self.outbox,
+            since=since,
+            renderer=renderer,
+            hub=self.hub if kind.durable else None,
+        )
         self.subscriptions[stream] = subscription
         # Join before reading the replay, so nothing published in between is missed; the
         # overlap is removed by offset in Subscription.deliver.
@@ -348,6 +459,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         subscription = self.subscriptions.pop(stream, None)
         if subscription is None:
             return False
+        subscription.close()
         await self.hub.unsubscribe(stream, subscription)
         return True
 

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from channels.layers import BaseChannelLayer, get_channel_layer
@@ -93,6 +93,8 @@ class Hub:
         self.layer = layer
         self.refresh_seconds = refresh_seconds
         self._refresher: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._fetches: dict[tuple[str, int, int], asyncio.Future[list[Frame]]] = {}
         self._streams: dict[str, set[Subscriber]] = {}
         self._joined: set[str] = set()
         self._lock = asyncio.Lock()
@@ -136,6 +138,43 @@ class Hub:
         if not subscribers:
             del self._streams[stream]
             await self._sync_group(stream)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a background task on the hub's loop, holding a reference until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def fetch_range(self, stream: str, after: int, upto: int) -> list[Frame]:
+        """Frames of a durable stream with ``after < offset <= upto``, from its replay function.
+
+        Concurrent requests for the same range share one database query, so a gap seen by
+        every local subscriber of a stream costs one query per process, and each event is
+        encoded once.
+        """
+        key = (stream, after, upto)
+        pending = self._fetches.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._fetch(stream, after, upto))
+            self._fetches[key] = pending
+            pending.add_done_callback(lambda _: self._fetches.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _fetch(self, stream: str, after: int, upto: int) -> list[Frame]:
+        from channels.db import database_sync_to_async
+
+        from .protocol import encode_event
+        from .registry import resolve
+
+        kind, key = resolve(stream)
+        if kind.replay is None or upto <= after:
+            return []
+        events = await database_sync_to_async(kind.replay)(key, after, upto - after)
+        return [
+            Frame(stream, e.offset, encode_event(stream, e.event, e.data, e.offset))
+            for e in events
+            if e.offset is not None and e.offset <= upto
+        ]
 
     def deliver(self, frame: Frame) -> None:
         """Hand one frame to every local subscriber of its stream. No await, no encoding."""

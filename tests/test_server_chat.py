@@ -187,3 +187,23 @@ async def test_tokens_never_reach_the_server_log(server: Server) -> None:
     assert "WebSocket /ws/?token=[redacted]" in log
     assert token not in log
     assert token.split(".")[2] not in log
+
+
+async def test_concurrent_writers_reach_a_subscriber_in_offset_order(server: Server) -> None:
+    """Django runs each HTTP request in its own thread, so publishes can overtake each other;
+    the subscriber still sees every offset once, in order."""
+    token = token_for(server, "carol")
+    async with httpx.AsyncClient(
+        base_url=server.http, headers={"Authorization": f"Bearer {token}"}
+    ) as http:
+        room = lobby_id(server, token)
+        ws = await open_socket(server, subprotocols=["townsquare", f"bearer.{token}"])
+        await call(ws, {"type": "subscribe", "stream": f"chat:room:{room}"})
+        posts = await asyncio.gather(
+            *(http.post(f"/api/rooms/{room}/messages/", json={"text": f"c{i}"}) for i in range(40))
+        )
+    offsets = sorted(p.json()["offset"] for p in posts)
+    assert offsets == list(range(offsets[0], offsets[0] + 40))
+    seen = [(await next_event(ws, "chat.message"))["offset"] for _ in range(40)]
+    assert seen == offsets
+    await ws.close()

@@ -212,6 +212,9 @@ TOWNSQUARE_REALTIME = {
     # How often each worker re-joins the layer groups of its streams, in seconds: the longest
     # a worker stays deaf after Redis lost group membership (restart, expiry).
     "HUB_REFRESH_SECONDS": env.float("RT_HUB_REFRESH_SECONDS", default=30.0),
+    # How long a durable subscription holds frames that arrived past a gap (offset n+2 before
+    # n+1) before fetching the missing ones from the database, in seconds.
+    "GAP_WAIT_SECONDS": env.float("RT_GAP_WAIT_SECONDS", default=0.25),
     # Lifetime of a JWT from POST /api/token/, in seconds.
     "JWT_TTL_SECONDS": env.int("RT_JWT_TTL_SECONDS", default=15 * 60),
 }

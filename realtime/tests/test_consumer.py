@@ -16,6 +16,7 @@ from django.test import override_settings
 from realtime.hub import Frame, get_hub
 from realtime.protocol import encode_event
 from realtime.publish import apublish
+from realtime.registry import Event
 from realtime.tokens import ALGORITHM, ISSUER
 
 from .conftest import LOG, bearer, communicator, receive, send, session_cookie
@@ -402,3 +403,85 @@ async def test_the_hub_rejoins_groups_the_layer_forgot() -> None:
     await asyncio.wait_for(arrived.wait(), 2)
     assert [f.payload["event"] for f in received] == ["test.back"]
     await hub.close()
+
+
+def _line(offset: int, text: str) -> Frame:
+    return Frame("test:log", offset, encode_event("test:log", "test.line", {"text": text}, offset))
+
+
+async def _subscribed_log(since: int) -> WebsocketCommunicator:
+    comm = communicator()
+    assert (await comm.connect())[0]
+    await send(comm, {"type": "subscribe", "stream": "test:log", "since": since})
+    ack = await receive(comm)
+    for _ in range(ack["replayed"]):
+        await receive(comm)
+    return comm
+
+
+async def test_overtaken_frames_are_put_back_in_order_without_a_query() -> None:
+    LOG.update({1: "one"})
+    comm = await _subscribed_log(0)
+    hub = get_hub()
+    hub.deliver(_line(3, "three"))  # overtook 2
+    assert await comm.receive_nothing(timeout=0.05)
+    hub.deliver(_line(2, "two"))
+    assert [(await receive(comm))["offset"] for _ in range(2)] == [2, 3]
+    hub.deliver(_line(2, "two"))  # a late duplicate
+    assert await comm.receive_nothing(timeout=0.05)
+    await comm.disconnect()
+
+
+async def test_a_gap_is_filled_from_the_database_after_the_wait() -> None:
+    limits = {**settings.TOWNSQUARE_REALTIME, "GAP_WAIT_SECONDS": 0.05}
+    with override_settings(TOWNSQUARE_REALTIME=limits):
+        LOG.update({1: "one"})
+        comm = await _subscribed_log(0)
+        LOG.update({2: "two", 3: "three"})  # committed; the publish of 2 was lost
+        get_hub().deliver(_line(3, "three"))
+        frames = [await receive(comm) for _ in range(2)]
+        assert [(f["offset"], f["data"]["text"]) for f in frames] == [(2, "two"), (3, "three")]
+        assert await comm.receive_nothing(timeout=0.1)
+        await comm.disconnect()
+
+
+async def test_a_gap_fetch_is_shared_by_every_local_subscriber() -> None:
+    from realtime import registry
+
+    calls: list[tuple[int, int]] = []
+    rows = {1: "one", 2: "two"}
+
+    def replay(key: str, since: int, limit: int) -> list[Event]:
+        calls.append((since, limit))
+        return [Event("test.line", {"text": rows[o]}, o) for o in sorted(rows) if o > since][:limit]
+
+    registry.register_stream("test:counted", authorize=lambda user, key: None, replay=replay)
+    limits = {**settings.TOWNSQUARE_REALTIME, "GAP_WAIT_SECONDS": 0.05}
+    with override_settings(TOWNSQUARE_REALTIME=limits):
+        sockets = []
+        for _ in range(5):
+            comm = communicator()
+            assert (await comm.connect())[0]
+            await send(comm, {"type": "subscribe", "stream": "test:counted", "since": 1})
+            assert (await receive(comm))["replayed"] == 1
+            assert (await receive(comm))["offset"] == 2
+            sockets.append(comm)
+        calls.clear()
+        rows[3] = "three"
+        rows[4] = "four"
+        text = encode_event("test:counted", "test.line", {"text": "four"}, 4)
+        get_hub().deliver(Frame("test:counted", 4, text))
+        for comm in sockets:
+            assert [(await receive(comm))["offset"] for _ in range(2)] == [3, 4]
+            await comm.disconnect()
+        assert calls == [(2, 1)]
+
+
+async def test_a_gap_the_database_cannot_fill_is_skipped() -> None:
+    limits = {**settings.TOWNSQUARE_REALTIME, "GAP_WAIT_SECONDS": 0.05}
+    with override_settings(TOWNSQUARE_REALTIME=limits):
+        LOG.update({1: "one"})
+        comm = await _subscribed_log(0)
+        get_hub().deliver(_line(3, "three"))
+        assert (await receive(comm))["offset"] == 3
+        await comm.disconnect()
