@@ -161,3 +161,35 @@ def test_publish_command_and_api(server: Server) -> None:
         headers={"X-Townsquare-Key": "wrong"},
     )
     assert response.status_code in (401, 403)
+
+
+async def test_publish_command_and_api_reach_subscribers_through_redis(tmp_path: Path) -> None:
+    """Publishing from outside a request: a management command in its own process and the
+    publish API both reach a socket on the server through the Redis channel layer."""
+    key = "publish-key-" + "k" * 30
+    with (
+        scratch_redis() as (redis_url, prefix),
+        run_server(
+            tmp_path, REDIS_URL=redis_url, REDIS_PREFIX=prefix, PUBLISH_API_KEY=key
+        ) as server,
+    ):
+        item = item_id(server, "Moka pot")
+        ws = await stock_socket(server, item)
+        snapshot = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert snapshot["event"] == "shop.stock"
+        out = await asyncio.to_thread(
+            server.manage, "publish", f"shop:item:{item}", "shop.note", '{"sale": 10}'
+        )
+        assert f"published shop.note to shop:item:{item}" in out
+        frame = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert (frame["event"], frame["data"]) == ("shop.note", {"sale": 10})
+        async with httpx.AsyncClient(base_url=server.http) as http:
+            response = await http.post(
+                "/api/publish/",
+                json={"stream": f"shop:item:{item}", "event": "shop.note", "data": {"sale": 20}},
+                headers={"X-Townsquare-Key": key},
+            )
+        assert (response.status_code, response.json()) == (202, {"published": True})
+        frame = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert frame["data"] == {"sale": 20}
+        await ws.close()
