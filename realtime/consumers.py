@@ -26,7 +26,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import DatabaseError
 
-from . import registry
+from . import registry, signals
 from .conf import rt_settings
 from .hub import Frame, Hub, Renderer, get_hub
 from .middleware import SUBPROTOCOL
@@ -269,6 +269,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await super().accept(subprotocol, headers)
         self.accepted = True
         self.outbox.start()
+        signals.socket_opened.send(sender=type(self), consumer=self)
         logger.info("socket open path=%s user=%s", self.scope.get("path"), self.user_label)
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
@@ -286,6 +287,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.subscriptions.clear()
         if self.accepted:
             await self.outbox.stop()
+            signals.socket_closed.send(
+                sender=type(self), consumer=self, code=message.get("code", 1000)
+            )
         logger.info(
             "socket closed path=%s user=%s code=%s seconds=%.1f",
             self.scope.get("path"),
