@@ -11,6 +11,8 @@ import pytest
 def _test_settings(settings: Any) -> None:
     # PBKDF2's deliberate slowness costs ~0.3 s per user created; tests need no such defence.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Background services (ticker, dashboard publisher) run only where a test starts them.
+    settings.TOWNSQUARE_REALTIME = {**settings.TOWNSQUARE_REALTIME, "BACKGROUND_AUTOSTART": False}
     # In-process page tests render templates without a collectstatic manifest.
     settings.STORAGES = {
         **settings.STORAGES,

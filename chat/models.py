@@ -43,7 +43,8 @@ class Message(models.Model):
     text = models.TextField(max_length=4000)
     offset = models.PositiveBigIntegerField()
     client_id = models.CharField(max_length=64, blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Indexed for the dashboard's "last hour", "last minute" and per-second counts.
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["room", "offset"]

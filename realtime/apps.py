@@ -12,6 +12,11 @@ class RealtimeConfig(AppConfig):
 
     def ready(self) -> None:
         checks.register(check_secret_key, checks.Tags.security, deploy=False)
+        from .background import register_service
+        from .workers import run_flusher
+
+        # Every process writes its socket and user counts for the whole deployment to see.
+        register_service("worker-stats", run_flusher, leader_only=False)
 
 
 def check_secret_key(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:

@@ -25,6 +25,10 @@ class RealtimeSettings:
     JWT_TTL_SECONDS: int = 15 * 60
     HUB_REFRESH_SECONDS: float = 30.0
     GAP_WAIT_SECONDS: float = 0.25
+    LEASE_TTL_SECONDS: float = 10.0
+    BACKGROUND_AUTOSTART: bool = True
+    WORKER_HEARTBEAT_SECONDS: float = 5.0
+    WORKER_FLUSH_SECONDS: float = 0.25
 
 
 @functools.cache

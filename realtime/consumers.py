@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import DatabaseError
 
-from . import registry, signals
+from . import metrics, registry, signals
 from .conf import rt_settings
 from .hub import Frame, Hub, Renderer, get_hub
 from .middleware import SUBPROTOCOL
@@ -146,10 +147,14 @@ class Subscription:
                 first_held - 1,
             )
             missing = []
+        filled = 0
         for frame in missing:
             if frame.offset is not None and frame.offset == self.last_offset + 1:
                 self.last_offset = frame.offset
                 self._put(frame)
+                filled += 1
+        # Frames fetched for one subscriber: counted here, as Hub.deliver never saw them.
+        metrics.frames_out("event" if self.renderer is None else "seed", filled)
         if self._held and self.last_offset + 1 < min(self._held):
             # The database has nothing for the gap (the client can still resubscribe with
             # `since`); waiting longer would only delay everything after it.
@@ -269,15 +274,29 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await super().accept(subprotocol, headers)
         self.accepted = True
         self.outbox.start()
+        metrics.socket_opened()
         signals.socket_opened.send(sender=type(self), consumer=self)
-        logger.info("socket open path=%s user=%s", self.scope.get("path"), self.user_label)
+        logger.info(
+            "event=socket.open path=%s user=%s worker=%s",
+            self.scope.get("path"),
+            self.user_label,
+            os.getpid(),
+        )
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
         """Close after the frames already queued (or refuse, before ``accept``)."""
+        # Channels' convention: None or True mean a normal close.
+        number = code if isinstance(code, int) and not isinstance(code, bool) else 1000
+        metrics.closed(number)
         if not self.accepted:
             await super().close(code, reason)
             return
-        self.outbox.close(int(code) if isinstance(code, int) else 1000, reason or "")
+        self.outbox.close(number, reason or "")
+
+    async def abort(self, code: CloseCode, reason: str) -> None:
+        """Close at once, dropping queued output (over a limit: 1009, 4008, 4029)."""
+        metrics.closed(code)
+        await self.outbox.abort(code, reason)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Called when the socket closed: leave every stream, stop the writer."""
@@ -287,15 +306,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.subscriptions.clear()
         if self.accepted:
             await self.outbox.stop()
+            metrics.socket_closed()
             signals.socket_closed.send(
                 sender=type(self), consumer=self, code=message.get("code", 1000)
             )
         logger.info(
-            "socket closed path=%s user=%s code=%s seconds=%.1f",
+            "event=socket.close path=%s user=%s code=%s seconds=%.1f worker=%s",
             self.scope.get("path"),
             self.user_label,
             message.get("code"),
             time.monotonic() - self.connected_at,
+            os.getpid(),
         )
         await self.disconnect(message.get("code", 1000))
         raise StopConsumer()
@@ -305,16 +326,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """Called for each client message: limits, JSON decoding, then ``receive_frame``."""
         text = message.get("text")
         if text is None:
+            metrics.frame_in("binary")
             await self.send_error(ErrorCode.BAD_FRAME, "binary messages are not accepted")
             return
         limit = self.limits.MAX_FRAME_BYTES
         if len(text) > limit // 4 and len(text.encode()) > limit:
-            await self.outbox.abort(CloseCode.MESSAGE_TOO_BIG, "frame too big")
+            metrics.frame_in("dropped")
+            await self.abort(CloseCode.MESSAGE_TOO_BIG, "frame too big")
             return
         if not self._take_token():
+            metrics.frame_in("dropped")
             self._drops += 1
             if self._drops >= self.limits.RATE_LIMIT_CLOSE_AFTER:
-                await self.outbox.abort(CloseCode.RATE_LIMITED, "rate limit exceeded")
+                await self.abort(CloseCode.RATE_LIMITED, "rate limit exceeded")
             else:
                 await self.send_error(ErrorCode.RATE_LIMITED, "too many frames; slow down")
             return
@@ -322,11 +346,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         try:
             frame = orjson.loads(text)
         except orjson.JSONDecodeError:
+            metrics.frame_in("invalid")
             await self.send_error(ErrorCode.BAD_JSON, "the frame is not valid JSON")
             return
         if not isinstance(frame, dict):
+            metrics.frame_in("invalid")
             await self.send_error(ErrorCode.BAD_FRAME, "a frame must be a JSON object")
             return
+        metrics.frame_in(self.frame_type(frame))
         ref = frame.get("ref")
         if ref is not None and not isinstance(ref, (str, int)):
             await self.send_error(ErrorCode.INVALID, "ref must be a string or an integer")
@@ -343,6 +370,14 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def receive_frame(self, frame: dict[str, Any]) -> None:
         """Called with each decoded client frame (a dict). Raise ``ProtocolError`` to refuse."""
+
+    def frame_type(self, frame: dict[str, Any]) -> str:
+        """The ``type`` label a decoded client frame counts under in ``frames_in_total``.
+
+        The seed-compatible endpoints built on this class have no frame types: ``seed``.
+        Must return one of a bounded set of values.
+        """
+        return "seed"
 
     def _take_token(self) -> bool:
         now = time.monotonic()
@@ -368,22 +403,39 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if close:
             await self.close()
 
-    def send_text(self, text: str) -> bool:
-        """Queue an encoded frame; False when the socket is closing or overflowed."""
-        return self.outbox.put(text)
+    def send_text(self, text: str, type_: str = "seed") -> bool:
+        """Queue an encoded frame; False when the socket is closing or overflowed.
+
+        ``type_`` is the label it counts under in ``frames_out_total``: the native frame's
+        ``type`` (``ack``, ``pong``, ``event``, ``error``), or ``seed`` for the shapes of the
+        seed-compatible endpoints.
+        """
+        if self.outbox.put(text):
+            metrics.frames_out(type_)
+            return True
+        return False
 
     async def send_error(
         self, code: ErrorCode, detail: str, ref: Any = None, **fields: Any
     ) -> None:
-        """Queue an ``error`` frame."""
-        self.send_text(encode_error(code, detail, ref, **fields))
+        """Queue an ``error`` frame, count it and log it (``rate_limited`` at DEBUG only: a
+        flood repeats it)."""
+        metrics.error_sent(code)
+        logger.log(
+            logging.DEBUG if code == ErrorCode.RATE_LIMITED else logging.INFO,
+            "event=socket.error code=%s path=%s user=%s",
+            code,
+            self.scope.get("path"),
+            self.user_label,
+        )
+        self.send_text(encode_error(code, detail, ref, **fields), "error")
 
     def _on_overflow(self) -> None:
         logger.warning(
             "slow reader closed path=%s user=%s", self.scope.get("path"), self.user_label
         )
         self._abort_task = asyncio.get_running_loop().create_task(
-            self.outbox.abort(CloseCode.SLOW_READER, "slow reader: output buffer full")
+            self.abort(CloseCode.SLOW_READER, "slow reader: output buffer full")
         )
 
     # --- streams --------------------------------------------------------------------------
@@ -498,7 +550,17 @@ class StreamConsumer(RealtimeConsumer):
         if handler is None:
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {type_!r}")
         result = await handler(ActionContext(user=self.user, consumer=self), frame)
-        self.send_text(encode_ack(frame.get("ref"), type_, **result))
+        self.send_text(encode_ack(frame.get("ref"), type_, **result), "ack")
+
+    def frame_type(self, frame: dict[str, Any]) -> str:
+        """The frame's ``type`` if the server knows it, ``unknown`` for other strings,
+        ``invalid`` when there is no string ``type`` (bounded by the registered actions)."""
+        type_ = frame.get("type")
+        if not isinstance(type_, str):
+            return "invalid"
+        if type_ in registry.RESERVED_TYPES or registry.get_action(type_) is not None:
+            return type_
+        return "unknown"
 
     async def handle_subscribe(self, frame: dict[str, Any]) -> None:
         """``subscribe {stream, since?}`` → ``ack {stream, durable, replayed, truncated}``,
@@ -519,14 +581,17 @@ class StreamConsumer(RealtimeConsumer):
                 durable=opened.durable,
                 replayed=len(opened.replay),
                 truncated=opened.truncated,
-            )
+            ),
+            "ack",
         )
-        for event in opened.snapshot + opened.replay:
+        events = opened.snapshot + opened.replay
+        for event in events:
             if event.offset is not None:
                 subscription.last_offset = max(subscription.last_offset, event.offset)
             text = encode_event(stream, event.event, event.data, event.offset)
             if not await self.outbox.put_wait(text):
                 return
+        metrics.frames_out("event", len(events))
         subscription.go_live()
 
     async def handle_unsubscribe(self, frame: dict[str, Any]) -> None:
@@ -536,7 +601,7 @@ class StreamConsumer(RealtimeConsumer):
             raise ProtocolError(ErrorCode.INVALID, "stream must be a string")
         was = await self.close_subscription(stream)
         self.send_text(
-            encode_ack(frame.get("ref"), "unsubscribe", stream=stream, was_subscribed=was)
+            encode_ack(frame.get("ref"), "unsubscribe", stream=stream, was_subscribed=was), "ack"
         )
 
     async def handle_ping(self, frame: dict[str, Any]) -> None:
@@ -544,4 +609,4 @@ class StreamConsumer(RealtimeConsumer):
         pong: dict[str, Any] = {"type": "pong", "time": time.time()}
         if frame.get("ref") is not None:
             pong["ref"] = frame["ref"]
-        self.send_text(orjson.dumps(pong).decode())
+        self.send_text(orjson.dumps(pong).decode(), "pong")

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 
 from channels.layers import BaseChannelLayer, get_channel_layer
 
+from . import metrics
+
 logger = logging.getLogger(__name__)
 
 #: Channel-layer message type carrying one published frame between processes.
@@ -77,7 +79,11 @@ class Frame:
 
 
 class Subscriber(Protocol):
-    """What the hub needs of a local socket."""
+    """What the hub needs of a local socket.
+
+    A subscriber that has a ``renderer`` attribute other than None (a seed endpoint's) counts
+    as ``seed`` in ``frames_out_total`` when its renderer produces a frame.
+    """
 
     def deliver(self, frame: Frame) -> None:
         """Take one frame of a stream this socket subscribed to; must not await or block."""
@@ -96,6 +102,9 @@ class Hub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fetches: dict[tuple[str, int, int], asyncio.Future[list[Frame]]] = {}
         self._streams: dict[str, set[Subscriber]] = {}
+        # stream → renderer → local subscribers using it: lets deliver() count seed renderings
+        # once per renderer instead of once per recipient.
+        self._renderers: dict[str, dict[Renderer, int]] = {}
         self._joined: set[str] = set()
         self._lock = asyncio.Lock()
         self._channel: str | None = None
@@ -120,11 +129,16 @@ class Hub:
         subscribers = self._streams.get(stream)
         if subscribers is None:
             subscribers = self._streams[stream] = set()
-        subscribers.add(subscriber)
+        added = subscriber not in subscribers
+        if added:
+            subscribers.add(subscriber)
+            self._count_renderer(stream, subscriber, 1)
         try:
             await self._sync_group(stream)
         except BaseException:
-            subscribers.discard(subscriber)
+            if added and subscriber in subscribers:
+                subscribers.discard(subscriber)
+                self._count_renderer(stream, subscriber, -1)
             if not subscribers and self._streams.get(stream) is subscribers:
                 del self._streams[stream]
             raise
@@ -132,12 +146,26 @@ class Hub:
     async def unsubscribe(self, stream: str, subscriber: Subscriber) -> None:
         """Remove a local subscriber; the last one out leaves the layer group."""
         subscribers = self._streams.get(stream)
-        if subscribers is None:
+        if subscribers is None or subscriber not in subscribers:
             return
         subscribers.discard(subscriber)
+        self._count_renderer(stream, subscriber, -1)
         if not subscribers:
             del self._streams[stream]
             await self._sync_group(stream)
+
+    def _count_renderer(self, stream: str, subscriber: Subscriber, delta: int) -> None:
+        renderer = getattr(subscriber, "renderer", None)
+        if renderer is None:
+            return
+        counts = self._renderers.setdefault(stream, {})
+        remaining = counts.get(renderer, 0) + delta
+        if remaining > 0:
+            counts[renderer] = remaining
+        else:
+            counts.pop(renderer, None)
+            if not counts:
+                del self._renderers[stream]
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a background task on the hub's loop, holding a reference until it ends."""
@@ -177,11 +205,31 @@ class Hub:
         ]
 
     def deliver(self, frame: Frame) -> None:
-        """Hand one frame to every local subscriber of its stream. No await, no encoding."""
+        """Hand one frame to every local subscriber of its stream. No await, no encoding.
+
+        Counted in ``frames_out_total`` once per frame, not once per recipient: native
+        subscribers as ``event``, seed subscribers as ``seed`` per renderer; subscribers whose
+        renderer skips the frame are not counted.
+        """
         subscribers = self._streams.get(frame.stream)
         if subscribers:
             for subscriber in subscribers:
                 subscriber.deliver(frame)
+            renderers = self._renderers.get(frame.stream)
+            if renderers is None:
+                metrics.frames_out("event", len(subscribers))
+            else:
+                self._count_rendered(frame, len(subscribers), renderers)
+
+    @staticmethod
+    def _count_rendered(frame: Frame, total: int, renderers: dict[Renderer, int]) -> None:
+        seed = rendered = 0
+        for renderer, count in renderers.items():
+            rendered += count
+            if frame.render(renderer) is not None:  # cached: computed once per frame anyway
+                seed += count
+        metrics.frames_out("event", total - rendered)
+        metrics.frames_out("seed", seed)
 
     async def _sync_group(self, stream: str) -> None:
         # Joins and leaves of one stream can interleave across awaits; under the lock, make the
@@ -192,11 +240,13 @@ class Hub:
             await self._ensure_reader()
             wanted = stream in self._streams
             if wanted and stream not in self._joined:
-                await self.layer.group_add(group_name(stream), self._channel)
+                with metrics.counting_failures("group_add"):
+                    await self.layer.group_add(group_name(stream), self._channel)
                 self._joined.add(stream)
             elif not wanted and stream in self._joined:
                 self._joined.discard(stream)
-                await self.layer.group_discard(group_name(stream), self._channel)
+                with metrics.counting_failures("group_discard"):
+                    await self.layer.group_discard(group_name(stream), self._channel)
 
     async def _ensure_reader(self) -> None:
         if self._channel is None:
@@ -231,7 +281,8 @@ class Hub:
         for stream in list(self._joined):
             async with self._lock:
                 if stream in self._joined:
-                    await self.layer.group_add(group_name(stream), self._channel)
+                    with metrics.counting_failures("group_add"):
+                        await self.layer.group_add(group_name(stream), self._channel)
 
     async def _read(self) -> None:
         assert self.layer is not None and self._channel is not None
@@ -243,6 +294,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                metrics.layer_failure("receive")
                 logger.exception("hub: channel layer receive failed; retrying in %.1fs", backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -250,6 +302,7 @@ class Hub:
             backoff = 0.1
             if message.get("type") == FRAME_MESSAGE_TYPE:
                 self.deliver(Frame(message["stream"], message.get("offset"), message["text"]))
+                metrics.publish_delivered(message.get("ts"))
 
     async def close(self) -> None:
         """Stop the reader and the refresher and leave every group (tests, shutdown)."""
@@ -261,10 +314,11 @@ class Hub:
         self._reader = self._refresher = None
         if self.layer is not None and self._channel is not None:
             for stream in list(self._joined):
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(Exception), metrics.counting_failures("group_discard"):
                     await self.layer.group_discard(group_name(stream), self._channel)
         self._joined.clear()
         self._streams.clear()
+        self._renderers.clear()
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

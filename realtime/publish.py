@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from . import metrics, workers
 from .hub import FRAME_MESSAGE_TYPE, group_name
 from .protocol import encode_event
 
@@ -38,6 +40,9 @@ class Published(NamedTuple):
     data: Any
     offset: int | None = None
 
+
+#: Streams for the server's own signals (``sys:workers``, ``sys:dashboard``); not user events.
+INTERNAL_PREFIX = "sys:"
 
 # Publishes scheduled from sync code on a loop thread; held so they are not garbage-collected.
 _pending: set[asyncio.Task[Any]] = set()
@@ -60,12 +65,24 @@ async def apublish(stream: str, event: str, data: Any, *, offset: int | None = N
     layer = get_channel_layer()
     if layer is None:
         return False
-    message = {"type": FRAME_MESSAGE_TYPE, "stream": stream, "offset": offset, "text": text}
+    # ts: publish time in Unix seconds, for the hubs' publish-to-send latency histogram.
+    message = {
+        "type": FRAME_MESSAGE_TYPE,
+        "stream": stream,
+        "offset": offset,
+        "text": text,
+        "ts": time.time(),
+    }
     try:
         await layer.group_send(group_name(stream), message)
     except Exception:
+        metrics.layer_failure("publish")
         logger.exception("publish to %s failed", stream)
         return False
+    if not stream.startswith(INTERNAL_PREFIX):
+        # The dashboard's events-per-second series. Internal streams are not counted: the
+        # worker stats' own "changed" announcement would otherwise count itself forever.
+        workers.local.count_events()
     return True
 
 

@@ -43,7 +43,7 @@ class Purchase(models.Model):
     )
     item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="purchases")
     quantity = models.PositiveIntegerField()
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["-created_at"]

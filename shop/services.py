@@ -88,7 +88,9 @@ def item_stock_set(*, item_id: int, quantity: object, actor: User | None) -> Ite
         item = Item.objects.select_for_update().get(pk=item_id)
         if item.quantity == quantity:
             return item
-        Item.objects.filter(pk=item_id).update(quantity=quantity, version=F("version") + 1)
+        item.quantity = quantity
+        item.version = F("version") + 1
+        item.save(update_fields=["quantity", "version", "updated_at"])
         item.refresh_from_db()
         _stock_changed(item, actor=actor)
     return item

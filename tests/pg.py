@@ -63,3 +63,25 @@ def scratch_redis() -> Iterator[tuple[str, str]]:
         if keys:
             client.delete(*keys)
         client.close()
+
+
+@contextmanager
+def connections_refused(database_url: str) -> Iterator[None]:
+    """Make a scratch database unreachable until exit: refuse new connections and end the
+    open ones (``ALLOW_CONNECTIONS false`` + ``pg_terminate_backend``), then allow them again.
+
+    Only databases made by ``scratch_postgres`` (``townsquare_test_…``) are touched.
+    """
+    name = database_url.rsplit("/", 1)[1]
+    if not name.startswith("townsquare_test_"):
+        raise ValueError(f"not a scratch database: {name}")
+    admin, _ = _admin_connection()
+    try:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        yield
+    finally:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin.close()

@@ -1,6 +1,8 @@
 """ASGI entry point: HTTP through Django, WebSockets through Channels.
 
-WebSocket connections pass the origin check (``AllowedHostsOriginValidator``: the Origin
+The lifespan middleware starts the background services (worker stats, and on the leader
+the feed ticker and the dashboard publisher) with the server. WebSocket connections pass
+the origin check (``AllowedHostsOriginValidator``: the Origin
 header must name one of ``ALLOWED_HOSTS``), then session auth, then token auth.
 """
 
@@ -16,14 +18,17 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from realtime.lifespan import LifespanMiddleware  # noqa: E402
 from realtime.middleware import TokenAuthMiddleware  # noqa: E402
 from townsquare.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
-        ),
-    }
+application = LifespanMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": django_asgi_app,
+            "websocket": AllowedHostsOriginValidator(
+                AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            ),
+        }
+    )
 )

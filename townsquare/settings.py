@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "chat",
     "notifications",
     "shop",
+    "dashboard",
     # The project package itself, for project-wide commands (demo) and templates.
     "townsquare",
 ]
@@ -103,6 +104,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # cannot show how concurrent writers behave.
     DATABASES["default"].setdefault("TEST", {}).setdefault(
         "NAME", str(Path(tempfile.gettempdir()) / f"townsquare-test-{os.getpid()}.sqlite3")
+    )
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database that does not answer fails a request in seconds instead of holding a worker
+    # thread until the kernel gives up on the connection.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -215,9 +222,25 @@ TOWNSQUARE_REALTIME = {
     # How long a durable subscription holds frames that arrived past a gap (offset n+2 before
     # n+1) before fetching the missing ones from the database, in seconds.
     "GAP_WAIT_SECONDS": env.float("RT_GAP_WAIT_SECONDS", default=0.25),
+    # Leader lease (one process of the deployment runs the feed ticker and the dashboard
+    # publisher): lifetime in seconds; a dead leader is replaced within this time.
+    "LEASE_TTL_SECONDS": env.float("RT_LEASE_TTL_SECONDS", default=10.0),
+    # Start background services with the server (ASGI lifespan, or the first connection).
+    "BACKGROUND_AUTOSTART": env.bool("RT_BACKGROUND_AUTOSTART", default=True),
+    # Each worker writes its socket and user counts at least this often, in seconds; a worker
+    # silent for three heartbeats counts as gone.
+    "WORKER_HEARTBEAT_SECONDS": env.float("RT_WORKER_HEARTBEAT_SECONDS", default=5.0),
+    # and at most this often when they change.
+    "WORKER_FLUSH_SECONDS": env.float("RT_WORKER_FLUSH_SECONDS", default=0.25),
     # Lifetime of a JWT from POST /api/token/, in seconds.
     "JWT_TTL_SECONDS": env.int("RT_JWT_TTL_SECONDS", default=15 * 60),
 }
+
+# --- Dashboard ------------------------------------------------------------------------------
+# At most this many `dashboard.update` frames a second; bursts are folded, the latest wins.
+DASHBOARD_MAX_UPDATES_PER_SECOND: float = env.float("DASHBOARD_MAX_UPDATES_PER_SECOND", default=2.0)
+# Seconds between two records of seed 000's feed while its switch is on.
+FEED_INTERVAL_SECONDS: float = env.float("FEED_INTERVAL_SECONDS", default=2.0)
 
 # Key for POST /api/publish/ (header X-Townsquare-Key); empty disables the endpoint.
 PUBLISH_API_KEY: str = env.str("PUBLISH_API_KEY", default="")

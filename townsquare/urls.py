@@ -3,10 +3,17 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from dashboard import views as dashboard_views
+from realtime import health
 from realtime.views import PublishView, TokenView
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    # Operator endpoints (realtime/health.py): Prometheus scrape, liveness, readiness.
+    # Prometheus scrapes /metrics by default: no trailing slash, no redirect.
+    path("metrics", health.metrics_view, name="metrics"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/token/", TokenView.as_view(), name="api-token"),
@@ -15,6 +22,9 @@ urlpatterns = [
     path("api/", include("chat.api_urls")),
     path("api/", include("shop.api_urls")),
     path("api/", include("notifications.api_urls")),
+    path("api/", include("dashboard.api_urls")),
+    path("dashboard/", include("dashboard.urls")),
+    path("test/", dashboard_views.seed_feed, name="seed-feed"),
     path("shop/", include("shop.urls")),
     path("notifications/", include("notifications.urls")),
     path("", include("chat.urls")),

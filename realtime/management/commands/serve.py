@@ -4,16 +4,27 @@ uvicorn rather than daphne: it applies backpressure on ``send``, closes over-siz
 1009, and sends empty frames (daphne drops them). ``runserver`` (daphne) stays for
 development. Several workers (``--workers N``) need ``REDIS_URL`` so that publishes reach
 sockets on every worker.
+
+Several workers also share their metrics through prometheus-client's multiprocess mode: the
+command points ``PROMETHEUS_MULTIPROC_DIR`` at a directory before uvicorn spawns the workers,
+which inherit it (see ``realtime.metrics``). An operator's own ``PROMETHEUS_MULTIPROC_DIR`` is
+used as it is, cleared of the previous run's files; otherwise a fresh directory under the
+system's temporary directory is made for this run and removed after it.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from typing import Any
 
 import uvicorn
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from realtime import metrics
 from realtime.conf import rt_settings
 
 
@@ -43,6 +54,7 @@ class Command(BaseCommand):
             f"Townsquare on http://{options['host']}:{options['port']}/ "
             f"({workers} worker{'s' if workers > 1 else ''}, ws={options['ws']})"
         )
+        self.prepare_metrics(workers)
         uvicorn.run(
             "townsquare.asgi:application",
             host=options["host"],
@@ -50,9 +62,26 @@ class Command(BaseCommand):
             workers=workers,
             ws=options["ws"],
             ws_max_size=rt_settings().MAX_FRAME_BYTES,
-            lifespan="off",
+            # Starts the background services (realtime.lifespan).
+            lifespan="on",
             # Django's LOGGING configures uvicorn's loggers, with tokens redacted.
             log_config=None,
             access_log=not options["no_access_log"],
             proxy_headers=True,
         )
+
+    def prepare_metrics(self, workers: int) -> None:
+        """Set ``PROMETHEUS_MULTIPROC_DIR`` up for ``workers`` processes, before they start.
+
+        One worker runs inside this process, whose prometheus-client was imported (with
+        Django's apps) before this point and so keeps its in-memory values: there only an
+        operator's directory, set before the process started, means multiprocess mode.
+        """
+        path = os.environ.get(metrics.MULTIPROC_ENV)
+        if path:
+            metrics.reset_directory(path)
+        elif workers > 1:
+            path = tempfile.mkdtemp(prefix=f"townsquare-metrics-{os.getpid()}-")
+            os.environ[metrics.MULTIPROC_ENV] = path
+            # uvicorn returns after a SIGTERM or SIGINT once the workers are gone.
+            atexit.register(shutil.rmtree, path, ignore_errors=True)

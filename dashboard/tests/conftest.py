@@ -1,0 +1,1 @@
+from chat.tests.conftest import Demo, demo  # noqa: F401  (the demo users, rooms and items)

@@ -1,0 +1,201 @@
+"""What each worker process serves, shared across the deployment: sockets, users, events/s.
+
+Each process keeps its own numbers in ``local`` (changed on the event loop by the socket
+signals and by ``count_events``) and writes them to a store when they change (at most
+every ``WORKER_FLUSH_SECONDS``) and on a heartbeat (``WORKER_HEARTBEAT_SECONDS``). Readers
+see every live worker; a worker that died without saying so (SIGKILL) drops out once its
+last write is older than three heartbeats.
+
+Stores: Redis (``REDIS_URL``; a hash of workers and one counter per second of events) or,
+on the embedded default, this process's memory. After each write the worker publishes
+``workers.changed`` on the internal stream ``sys:workers`` so that listeners (the dashboard)
+recompute because something happened, not on a poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from django.conf import settings
+from django.dispatch import receiver
+
+from . import signals
+from .conf import rt_settings
+from .lease import WORKER_ID
+
+#: Internal stream announcing that the shared worker numbers changed.
+WORKERS_STREAM = "sys:workers"
+#: Seconds of per-second event counts kept.
+SERIES_SECONDS = 300
+
+
+@dataclass
+class LocalStats:
+    """This process's numbers. Mutated only on the event loop."""
+
+    sockets: int = 0
+    users: Counter[int] = field(default_factory=Counter)
+    events: Counter[int] = field(default_factory=Counter)  # epoch second → events
+    changed: asyncio.Event | None = None
+
+    def _mark(self) -> None:
+        if self.changed is not None:
+            self.changed.set()
+
+    def count_events(self, n: int = 1) -> None:
+        """Count ``n`` published events in the current second (cheap: a dict increment)."""
+        self.events[int(time.time())] += n
+        self._mark()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"sockets": self.sockets, "users": sorted(self.users), "at": time.time()}
+
+
+local = LocalStats()
+
+
+@receiver(signals.socket_opened)
+def _opened(sender: Any, consumer: Any, **kwargs: Any) -> None:
+    local.sockets += 1
+    user = consumer.scope.get("user")
+    if user is not None and user.is_authenticated:
+        local.users[user.pk] += 1
+    local._mark()
+
+
+@receiver(signals.socket_closed)
+def _closed(sender: Any, consumer: Any, **kwargs: Any) -> None:
+    local.sockets -= 1
+    user = consumer.scope.get("user")
+    if user is not None and user.is_authenticated:
+        local.users[user.pk] -= 1
+        if local.users[user.pk] <= 0:
+            del local.users[user.pk]
+    local._mark()
+
+
+class Store(Protocol):
+    async def put(self, worker: str, stats: dict[str, Any], events: dict[int, int]) -> None:
+        """Write one worker's numbers and add its per-second event counts."""
+
+    async def workers(self, max_age: float) -> dict[str, dict[str, Any]]:
+        """Every worker written within ``max_age`` seconds: ``{worker: {sockets, users, at}}``."""
+
+    async def event_series(self, start: int, seconds: int) -> list[int]:
+        """Events per second for ``seconds`` seconds from epoch second ``start``."""
+
+
+class MemoryStore:
+    """The embedded default: one process, its own memory."""
+
+    def __init__(self) -> None:
+        self._workers: dict[str, dict[str, Any]] = {}
+        self._events: Counter[int] = Counter()
+
+    async def put(self, worker: str, stats: dict[str, Any], events: dict[int, int]) -> None:
+        self._workers[worker] = stats
+        self._events.update(events)
+        horizon = int(time.time()) - SERIES_SECONDS - 5
+        for second in [s for s in self._events if s < horizon]:
+            del self._events[second]
+
+    async def workers(self, max_age: float) -> dict[str, dict[str, Any]]:
+        cutoff = time.time() - max_age
+        return {w: s for w, s in self._workers.items() if s["at"] >= cutoff}
+
+    async def event_series(self, start: int, seconds: int) -> list[int]:
+        return [self._events.get(start + i, 0) for i in range(seconds)]
+
+
+class RedisStore:
+    """Workers in the hash ``<prefix>:workers``; events in ``<prefix>:events:<second>``."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._workers_key = f"{prefix}:workers"
+        self._events_prefix = f"{prefix}:events:"
+
+    async def put(self, worker: str, stats: dict[str, Any], events: dict[int, int]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self._workers_key, worker, orjson.dumps(stats))
+            for second, n in events.items():
+                key = f"{self._events_prefix}{second}"
+                pipe.incrby(key, n)
+                pipe.expire(key, SERIES_SECONDS + 10)
+            await pipe.execute()
+
+    async def workers(self, max_age: float) -> dict[str, dict[str, Any]]:
+        raw = await self._redis.hgetall(self._workers_key)
+        cutoff = time.time() - max_age
+        found, stale = {}, []
+        for worker, value in raw.items():
+            stats = orjson.loads(value)
+            if stats["at"] >= cutoff:
+                found[worker.decode() if isinstance(worker, bytes) else worker] = stats
+            else:
+                stale.append(worker)
+        if stale:
+            await self._redis.hdel(self._workers_key, *stale)
+        return found
+
+    async def event_series(self, start: int, seconds: int) -> list[int]:
+        keys = [f"{self._events_prefix}{start + i}" for i in range(seconds)]
+        values = await self._redis.mget(keys)
+        return [int(v) if v is not None else 0 for v in values]
+
+
+_store: Store | None = None
+
+
+def get_store() -> Store:
+    """The deployment's store: Redis when ``REDIS_URL`` is set, else memory."""
+    global _store
+    if _store is None:
+        if settings.REDIS_URL:
+            prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("prefix", "townsquare")
+            _store = RedisStore(settings.REDIS_URL, prefix)
+        else:
+            _store = MemoryStore()
+    return _store
+
+
+async def deployment() -> dict[str, Any]:
+    """Numbers across live workers: ``{sockets: {total, workers: {id: n}}, users_online}``."""
+    limits = rt_settings()
+    workers = await get_store().workers(max_age=3 * limits.WORKER_HEARTBEAT_SECONDS)
+    users: set[int] = set()
+    for stats in workers.values():
+        users.update(stats["users"])
+    return {
+        "sockets": {
+            "total": sum(s["sockets"] for s in workers.values()),
+            "workers": {w: s["sockets"] for w, s in sorted(workers.items())},
+        },
+        "users_online": len(users),
+    }
+
+
+async def run_flusher() -> None:
+    """Background service (every process): write ``local`` to the store when it changes."""
+    from .publish import apublish
+
+    limits = rt_settings()
+    local.changed = changed = asyncio.Event()
+    store = get_store()
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), limits.WORKER_HEARTBEAT_SECONDS)
+        changed.clear()
+        events, local.events = dict(local.events), Counter()
+        await store.put(WORKER_ID, local.snapshot(), events)
+        await apublish(WORKERS_STREAM, "workers.changed", {"worker": WORKER_ID})
+        # Conflate: changes during this pause go out together in the next write.
+        await asyncio.sleep(limits.WORKER_FLUSH_SECONDS)
