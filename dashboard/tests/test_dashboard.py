@@ -199,3 +199,15 @@ def test_dashboard_page_needs_sign_in(client: Any, demo: Demo) -> None:
     assert client.get("/dashboard/").status_code == 302
     client.force_login(demo.bob)
     assert client.get("/dashboard/").status_code == 200
+
+
+async def test_published_events_are_counted_per_second_but_internal_signals_are_not() -> None:
+    await apublish("shop:item:1", "shop.note", {})
+    await apublish("chat:room:1", "chat.typing", {})
+    await apublish(DIRTY_STREAM, "dashboard.dirty", {})
+    await apublish(workers.WORKERS_STREAM, "workers.changed", {})
+    assert sum(workers.local.events.values()) == 2
+    store = workers.get_store()
+    await store.put("w", workers.local.snapshot(), dict(workers.local.events))
+    now = int(time.time())
+    assert sum(await store.event_series(now - 5, 10)) == 2
