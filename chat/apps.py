@@ -6,5 +6,6 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        # Registers the `chat:room` stream kind and the `chat.send` action with the core.
-        from . import streams  # noqa: F401
+        # Registers the `chat:room` stream kind and the `chat.send` action with the core, and
+        # the membership receiver that revokes removed members' subscriptions.
+        from . import receivers, streams  # noqa: F401

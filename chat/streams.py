@@ -44,7 +44,13 @@ def snapshot_room(user: AnyUser, key: str) -> list[Event]:
     return [Event("chat.members", {"members": selectors.room_member_names(room=room)})]
 
 
-register_stream("chat:room", authorize=authorize_room, replay=replay_room, snapshot=snapshot_room)
+register_stream(
+    "chat:room",
+    authorize=authorize_room,
+    replay=replay_room,
+    snapshot=snapshot_room,
+    presence=True,
+)
 
 
 @action("chat.send")

@@ -13,10 +13,15 @@ class RealtimeConfig(AppConfig):
     def ready(self) -> None:
         checks.register(check_secret_key, checks.Tags.security, deploy=False)
         from .background import register_service
+        from .presence import run_heartbeat, run_reaper
         from .workers import run_flusher
 
         # Every process writes its socket and user counts for the whole deployment to see.
         register_service("worker-stats", run_flusher, leader_only=False)
+        # Every process keeps its sockets' presence entries alive; the leader announces the
+        # users of a worker that died as gone.
+        register_service("presence-heartbeat", run_heartbeat, leader_only=False)
+        register_service("presence-reaper", run_reaper, leader_only=True)
 
 
 def check_secret_key(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:

@@ -29,6 +29,8 @@ class RealtimeSettings:
     BACKGROUND_AUTOSTART: bool = True
     WORKER_HEARTBEAT_SECONDS: float = 5.0
     WORKER_FLUSH_SECONDS: float = 0.25
+    PRESENCE_TTL_SECONDS: float = 15.0
+    TYPING_MIN_INTERVAL: float = 2.0
 
 
 @functools.cache

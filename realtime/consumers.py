@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +28,13 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from django.db import DatabaseError
 
-from . import metrics, registry, signals
+from . import metrics, presence, registry, signals
 from .conf import rt_settings
 from .hub import Frame, Hub, Renderer, get_hub
 from .middleware import SUBPROTOCOL
 from .outbox import Outbox
 from .protocol import CloseCode, ErrorCode, ProtocolError, encode_ack, encode_error, encode_event
+from .publish import apublish
 from .registry import Event
 
 logger = logging.getLogger(__name__)
@@ -59,9 +61,13 @@ class Subscription:
         "buffer",
         "hub",
         "last_offset",
+        "last_typing",
+        "on_revoke",
         "outbox",
+        "presence",
         "renderer",
         "stream",
+        "user_id",
     )
 
     def __init__(
@@ -72,11 +78,18 @@ class Subscription:
         since: int | None,
         renderer: Renderer | None,
         hub: Hub | None = None,
+        user_id: int | None = None,
+        on_revoke: Callable[[str, str], None] | None = None,
+        presence: bool = False,
     ) -> None:
         self.stream = stream
         self.outbox = outbox
         self.renderer = renderer
         self.hub = hub
+        self.user_id = user_id
+        self.on_revoke = on_revoke
+        self.presence = presence
+        self.last_typing = 0.0
         self.last_offset = since if since is not None else -1
         self.buffer: list[Frame] | None = []
         self._held: dict[int, Frame] | None = None
@@ -167,6 +180,11 @@ class Subscription:
             self.last_offset = min(self._held) - 1
         if self._held:
             self._release()
+
+    def revoke(self, detail: str) -> None:
+        """Called by the hub when the user's right to the stream was taken away."""
+        if self.on_revoke is not None:
+            self.on_revoke(self.stream, detail)
 
     def close(self) -> None:
         """Forget held frames and timers (the socket left the stream)."""
@@ -265,6 +283,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self._refilled = time.monotonic()
         self._drops = 0
         self.connected_at = time.monotonic()
+        self.socket_id = presence.new_socket_id()
+        self._side_tasks: set[asyncio.Task[Any]] = set()
         await self.connect()
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
@@ -300,10 +320,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """Called when the socket closed: leave every stream, stop the writer."""
-        for stream, subscription in list(self.subscriptions.items()):
-            subscription.close()
-            await self.hub.unsubscribe(stream, subscription)
-        self.subscriptions.clear()
+        for stream in list(self.subscriptions):
+            await self.close_subscription(stream)
         if self.accepted:
             await self.outbox.stop()
             metrics.socket_closed()
@@ -473,12 +491,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if since is not None and not kind.durable:
             raise ProtocolError(ErrorCode.INVALID, f"{stream} is not durable: no 'since'")
         await database_sync_to_async(kind.authorize)(self.user, key)
+        user = self.user
+        signed_in = bool(user.is_authenticated)
         subscription = Subscription(
             stream,
             self.outbox,
             since=since,
             renderer=renderer,
             hub=self.hub if kind.durable else None,
+            user_id=user.pk if signed_in else None,
+            on_revoke=self._on_revoke,
+            presence=kind.presence and signed_in,
         )
         self.subscriptions[stream] = subscription
         # Join before reading the replay, so nothing published in between is missed; the
@@ -493,11 +516,32 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             ) from exc
         try:
             opened = await database_sync_to_async(self._read_initial)(kind, key, since)
+            if subscription.presence:
+                await presence.arrive(stream, self.presence_user, self.socket_id)
+                users = await presence.online(stream)
+                opened.snapshot.append(Event("presence.state", {"users": users}))
         except BaseException:
             await self.close_subscription(stream)
             raise
         opened.subscription = subscription
         return opened
+
+    @property
+    def presence_user(self) -> dict[str, Any]:
+        """The signed-in user as presence events show them: ``{id, username}``."""
+        user = self.user
+        return {"id": user.pk, "username": user.get_username()}
+
+    def _on_revoke(self, stream: str, detail: str) -> None:
+        # Called by the hub (no await there): end the subscription in a task of our own.
+        task = asyncio.get_running_loop().create_task(self._revoked(stream, detail))
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _revoked(self, stream: str, detail: str) -> None:
+        if await self.close_subscription(stream):
+            logger.info("event=subscription.revoked stream=%s user=%s", stream, self.user_label)
+            await self.send_error(ErrorCode.UNSUBSCRIBED, detail, stream=stream)
 
     def _read_initial(self, kind: registry.StreamKind, key: str, since: int | None) -> Opened:
         opened = Opened(durable=kind.durable)
@@ -517,6 +561,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             return False
         subscription.close()
         await self.hub.unsubscribe(stream, subscription)
+        if subscription.presence:
+            try:
+                await presence.depart(stream, self.presence_user, self.socket_id)
+            except Exception as exc:
+                # The entry expires by itself; the reaper announces the leave then.
+                logger.warning("presence leave on %s failed: %r", stream, exc)
         return True
 
 
@@ -610,3 +660,26 @@ class StreamConsumer(RealtimeConsumer):
         if frame.get("ref") is not None:
             pong["ref"] = frame["ref"]
         self.send_text(orjson.dumps(pong).decode(), "pong")
+
+    async def handle_typing(self, frame: dict[str, Any]) -> None:
+        """``typing {stream}`` → ``presence.typing {user}`` to the stream's subscribers, then
+        ``ack {stream, sent}``; ``sent`` is false when the socket already sent one within
+        ``TYPING_MIN_INTERVAL`` seconds (extra ones are dropped: typing is a hint).
+
+        Errors: ``invalid`` (not subscribed to that stream, or it has no presence),
+        ``unauthenticated``.
+        """
+        stream = frame.get("stream")
+        subscription = self.subscriptions.get(stream) if isinstance(stream, str) else None
+        if subscription is None:
+            raise ProtocolError(ErrorCode.INVALID, "subscribe to the stream before typing in it")
+        if not self.user.is_authenticated:
+            raise ProtocolError(ErrorCode.UNAUTHENTICATED, "sign in to type")
+        if not subscription.presence:
+            raise ProtocolError(ErrorCode.INVALID, f"{stream} has no presence")
+        now = time.monotonic()
+        sent = now - subscription.last_typing >= self.limits.TYPING_MIN_INTERVAL
+        if sent:
+            subscription.last_typing = now
+            await apublish(subscription.stream, "presence.typing", {"user": self.presence_user})
+        self.send_text(encode_ack(frame.get("ref"), "typing", stream=stream, sent=sent), "ack")

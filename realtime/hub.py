@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 #: Channel-layer message type carrying one published frame between processes.
 FRAME_MESSAGE_TYPE = "hub.frame"
+#: Channel-layer message type ending one user's subscriptions to a stream on every worker.
+REVOKE_MESSAGE_TYPE = "hub.revoke"
 
 
 def group_name(stream: str) -> str:
@@ -109,6 +111,7 @@ class Hub:
         self._lock = asyncio.Lock()
         self._channel: str | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
 
     @property
     def stream_count(self) -> int:
@@ -296,22 +299,79 @@ class Hub:
             except Exception:
                 metrics.layer_failure("receive")
                 logger.exception("hub: channel layer receive failed; retrying in %.1fs", backoff)
+                if self._recovery is None or self._recovery.done():
+                    self._recovery = asyncio.get_running_loop().create_task(self._recover())
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
-            if message.get("type") == FRAME_MESSAGE_TYPE:
+            kind = message.get("type")
+            if kind == FRAME_MESSAGE_TYPE:
                 self.deliver(Frame(message["stream"], message.get("offset"), message["text"]))
                 metrics.publish_delivered(message.get("ts"))
+            elif kind == REVOKE_MESSAGE_TYPE:
+                self.revoke_local(message["stream"], message["user"], message["detail"])
+
+    async def _recover(self) -> None:
+        # The layer failed (a Redis restart, say). Its group membership may be gone and what
+        # was published meanwhile is lost to this process: re-join as soon as the layer
+        # answers, then read the durable streams' missed events from the database.
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                await self.rejoin()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                continue
+            break
+        logger.info("event=layer.recovered streams=%d", len(self._streams))
+        await self.catch_up()
+
+    async def catch_up(self) -> None:
+        """Deliver what durable streams stored since the lowest offset any local subscriber
+        passed on: after a layer outage the publishes of that time never arrived.
+        Subscribers drop what they already sent, so nothing is sent twice."""
+        from channels.db import database_sync_to_async
+
+        from .conf import rt_settings
+        from .protocol import ProtocolError, encode_event
+        from .registry import resolve
+
+        limit = rt_settings().REPLAY_MAX
+        for stream, subscribers in list(self._streams.items()):
+            try:
+                kind, key = resolve(stream)
+            except ProtocolError:
+                continue  # internal streams (sys:*) have no kind
+            offsets = [o for s in subscribers if (o := getattr(s, "last_offset", -1)) >= 0]
+            if kind.replay is None or not offsets:
+                continue
+            try:
+                events = await database_sync_to_async(kind.replay)(key, min(offsets), limit)
+            except Exception:
+                logger.exception("hub: catching up %s failed", stream)
+                continue
+            for event in events:
+                text = encode_event(stream, event.event, event.data, event.offset)
+                self.deliver(Frame(stream, event.offset, text))
+
+    def revoke_local(self, stream: str, user_id: int, detail: str) -> None:
+        """End ``user_id``'s subscriptions to ``stream`` on this process's sockets."""
+        for subscriber in list(self._streams.get(stream, ())):
+            if getattr(subscriber, "user_id", None) == user_id:
+                revoke = getattr(subscriber, "revoke", None)
+                if revoke is not None:
+                    revoke(detail)
 
     async def close(self) -> None:
         """Stop the reader and the refresher and leave every group (tests, shutdown)."""
-        for task in (self._reader, self._refresher):
+        for task in (self._reader, self._refresher, self._recovery):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        self._reader = self._refresher = None
+        self._reader = self._refresher = self._recovery = None
         if self.layer is not None and self._channel is not None:
             for stream in list(self._joined):
                 with contextlib.suppress(Exception), metrics.counting_failures("group_discard"):

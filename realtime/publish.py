@@ -129,3 +129,37 @@ def publish(stream: str, event: str, data: Any, *, offset: int | None = None) ->
     _pending.add(task)
     task.add_done_callback(_pending.discard)
     return True
+
+
+async def arevoke(stream: str, user_id: int, detail: str) -> bool:
+    """End ``user_id``'s subscriptions to ``stream`` on every worker, now.
+
+    Each affected socket gets ``error {code: "unsubscribed", stream, detail}`` and stops
+    receiving the stream. Call it after the change that took the right away has committed.
+    Returns False when the channel layer failed (logged).
+    """
+    from .hub import REVOKE_MESSAGE_TYPE
+
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    message = {"type": REVOKE_MESSAGE_TYPE, "stream": stream, "user": user_id, "detail": detail}
+    try:
+        await layer.group_send(group_name(stream), message)
+    except Exception:
+        metrics.layer_failure("publish")
+        logger.exception("revoke on %s failed", stream)
+        return False
+    return True
+
+
+def revoke(stream: str, user_id: int, detail: str) -> bool:
+    """Synchronous ``arevoke``, with ``publish``'s threading rules."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return bool(async_to_sync(arevoke)(stream, user_id, detail))
+    task = loop.create_task(arevoke(stream, user_id, detail))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+    return True

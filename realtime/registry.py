@@ -60,6 +60,8 @@ class StreamKind:
     authorize: Callable[[AnyUser, str], None]
     replay: Callable[[str, int, int], list[Event]] | None = None
     snapshot: Callable[[AnyUser, str], list[Event]] | None = None
+    #: Track who is subscribed (``realtime.presence``): ``presence.*`` events and ``typing``.
+    presence: bool = False
 
     @property
     def durable(self) -> bool:
@@ -73,7 +75,7 @@ _kinds: dict[str, StreamKind] = {}
 _actions: dict[str, ActionHandler] = {}
 
 # Frame types the core itself handles; apps may not take them.
-RESERVED_TYPES = frozenset({"subscribe", "unsubscribe", "ping"})
+RESERVED_TYPES = frozenset({"subscribe", "unsubscribe", "ping", "typing"})
 
 
 def register_stream(
@@ -82,9 +84,12 @@ def register_stream(
     authorize: Callable[[AnyUser, str], None],
     replay: Callable[[str, int, int], list[Event]] | None = None,
     snapshot: Callable[[AnyUser, str], list[Event]] | None = None,
+    presence: bool = False,
 ) -> StreamKind:
     """Register a stream kind; call from ``AppConfig.ready()``. Re-registering replaces it."""
-    kind = StreamKind(name=name, authorize=authorize, replay=replay, snapshot=snapshot)
+    kind = StreamKind(
+        name=name, authorize=authorize, replay=replay, snapshot=snapshot, presence=presence
+    )
     _kinds[name] = kind
     return kind
 

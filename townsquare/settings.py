@@ -111,12 +111,54 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
     )
+    # Under ASGI every request and every socket action runs in a thread of its own choosing,
+    # so Django's persistent connections (CONN_MAX_AGE > 0) would leak one connection per
+    # thread; Django's docs say to disable them under ASGI and use the driver's pool. Each
+    # worker process keeps a psycopg pool: a connection is taken when a thread first queries
+    # and given back when Django closes it (end of request, end of each
+    # database_sync_to_async call). DATABASE_POOL=0 goes back to one connection per request.
+    # Sizes are per process: workers × DATABASE_POOL_MAX must stay below PostgreSQL's
+    # max_connections. See docs/operations.md, "Database connections".
+    if env.bool("DATABASE_POOL", default=True):
+        DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool refuses persistent connections
+        # Each connection handed out is checked first (one round trip): a connection that
+        # PostgreSQL closed (restart, failover, idle timeout) is replaced, not used.
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": env.int("DATABASE_POOL_MIN", default=2),
+            "max_size": env.int("DATABASE_POOL_MAX", default=10),
+            # Longest wait for a free connection, in seconds; then the query fails with
+            # OperationalError (PoolTimeout) instead of queueing behind an outage.
+            "timeout": env.float("DATABASE_POOL_TIMEOUT", default=1.5),
+            # Idle connections above min_size are closed after this many seconds.
+            "max_idle": env.float("DATABASE_POOL_MAX_IDLE", default=300.0),
+            # Connections are replaced after this long, so server-side memory does not grow.
+            "max_lifetime": env.float("DATABASE_POOL_MAX_LIFETIME", default=3600.0),
+        }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------------------------
 REDIS_URL: str | None = env.str("REDIS_URL", default=None)
+# With Redis, which channels_redis layer carries publishes between processes: "core"
+# (RedisChannelLayer: groups and per-channel queues as Redis keys) or "pubsub"
+# (RedisPubSubChannelLayer: Redis PUBLISH/SUBSCRIBE). Chosen by measurement (bench/layers.py,
+# docs/operations.md, "Channel layer"): the hub holds one subscription per stream per
+# process, so what counts is each layer's cost per published message.
+CHANNEL_LAYER: str = env.str("CHANNEL_LAYER", default="core")
 CHANNEL_LAYERS: dict[str, dict[str, Any]]
-if REDIS_URL:
+if REDIS_URL and CHANNEL_LAYER == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            # No capacity or expiry: Redis pushes each message to every subscribed process at
+            # once, and the hub's reader drains it into the sockets' bounded outboxes.
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": env.str("REDIS_PREFIX", default="townsquare"),
+            },
+        }
+    }
+elif REDIS_URL and CHANNEL_LAYER == "core":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -130,6 +172,10 @@ if REDIS_URL:
             },
         }
     }
+elif REDIS_URL:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"CHANNEL_LAYER must be 'core' or 'pubsub', not {CHANNEL_LAYER!r}")
 else:
     CHANNEL_LAYERS = {
         "default": {
@@ -232,6 +278,11 @@ TOWNSQUARE_REALTIME = {
     "WORKER_HEARTBEAT_SECONDS": env.float("RT_WORKER_HEARTBEAT_SECONDS", default=5.0),
     # and at most this often when they change.
     "WORKER_FLUSH_SECONDS": env.float("RT_WORKER_FLUSH_SECONDS", default=0.25),
+    # A socket's presence entry lives this long without renewal, in seconds: a worker killed
+    # without closing its sockets has its users shown offline within about this time.
+    "PRESENCE_TTL_SECONDS": env.float("RT_PRESENCE_TTL_SECONDS", default=15.0),
+    # At most one `typing` per socket and stream in this many seconds; extras are dropped.
+    "TYPING_MIN_INTERVAL": env.float("RT_TYPING_MIN_INTERVAL", default=2.0),
     # Lifetime of a JWT from POST /api/token/, in seconds.
     "JWT_TTL_SECONDS": env.int("RT_JWT_TTL_SECONDS", default=15 * 60),
 }

@@ -9,11 +9,20 @@ from django.contrib.auth.models import User
 
 from chat import services
 from chat.models import Message
-from realtime.tests.conftest import communicator, receive, send, session_cookie
+from realtime.tests.conftest import communicator, send, session_cookie
+from realtime.tests.conftest import receive as receive_any
 
 from .conftest import Demo
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def receive(comm: WebsocketCommunicator, timeout: float = 2) -> dict:
+    """The next frame that is not a presence event (those have tests of their own)."""
+    while True:
+        frame = await receive_any(comm, timeout)
+        if not str(frame.get("event", "")).startswith("presence."):
+            return frame
 
 
 async def signed_in(user: User, path: str = "/ws/") -> WebsocketCommunicator:

@@ -1,0 +1,288 @@
+"""Presence: who has a socket on a stream right now, across every worker.
+
+A stream kind registered with ``presence=True`` gets, for signed-in subscribers:
+
+- ``presence.state {users: [{id, username}]}`` as a snapshot on subscribe;
+- ``presence.join {user}`` when a user's first socket (on any worker) joins the stream, and
+  ``presence.leave {user}`` when their last one leaves — several tabs count once;
+- ``presence.typing {user}`` when a subscriber sends ``typing {stream}`` (at most one per
+  ``TYPING_MIN_INTERVAL`` per socket and stream; ephemeral, never stored).
+
+Each socket's entry lives in a store with an expiry (``PRESENCE_TTL_SECONDS``). The worker
+that holds the socket renews its entries every third of the ttl; a worker killed without
+running ``disconnect`` stops renewing, and the leader's reaper removes the expired entries and
+announces ``presence.leave`` — so a dead worker's users are shown offline within about
+``PRESENCE_TTL_SECONDS`` plus one reaper interval. The usual design: a sorted set per stream
+scored by expiry, with heartbeats.
+
+Stores: Redis (``REDIS_URL``; atomic Lua scripts decide the 0↔1 transitions across workers)
+or this process's memory on the embedded default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from django.conf import settings
+
+from .conf import rt_settings
+
+User = dict[str, Any]  # {"id": int, "username": str}
+
+_JOIN = """
+local prefix = ARGV[3]
+local had = false
+for _, m in ipairs(redis.call('zrange', KEYS[1], 0, -1)) do
+    if string.sub(m, 1, #prefix) == prefix then had = true break end
+end
+redis.call('zadd', KEYS[1], ARGV[2], ARGV[1])
+redis.call('sadd', KEYS[2], ARGV[4])
+if had then return 0 end
+return 1
+"""
+_LEAVE = """
+if redis.call('zrem', KEYS[1], ARGV[1]) == 0 then return 0 end
+local prefix = ARGV[2]
+for _, m in ipairs(redis.call('zrange', KEYS[1], 0, -1)) do
+    if string.sub(m, 1, #prefix) == prefix then return 0 end
+end
+return 1
+"""
+_REAP = """
+local expired = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1])
+if #expired == 0 then return {} end
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1])
+local remaining = redis.call('zrange', KEYS[1], 0, -1)
+local gone, seen = {}, {}
+for _, m in ipairs(expired) do
+    local uid = string.match(m, '^([^|]*)|')
+    local prefix = uid .. '|'
+    local still = false
+    for _, r in ipairs(remaining) do
+        if string.sub(r, 1, #prefix) == prefix then still = true break end
+    end
+    if not still and not seen[uid] then seen[uid] = true table.insert(gone, m) end
+end
+if #remaining == 0 then redis.call('srem', KEYS[2], ARGV[2]) end
+return gone
+"""
+
+
+def _member(user: User, sid: str) -> str:
+    # "id|socket|username": Django usernames cannot contain "|".
+    return f"{user['id']}|{sid}|{user['username']}"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _user(member: str) -> User:
+    uid, _, username = member.split("|", 2)
+    return {"id": int(uid), "username": username}
+
+
+class Store(Protocol):
+    async def join(self, stream: str, user: User, sid: str, expiry: float) -> bool:
+        """Add a socket; True when it is the user's first on ``stream``."""
+
+    async def leave(self, stream: str, user: User, sid: str) -> bool:
+        """Remove a socket; True when it was the user's last on ``stream``."""
+
+    async def renew(self, entries: list[tuple[str, User, str]], expiry: float) -> None:
+        """Push the expiry of these ``(stream, user, socket)`` entries to ``expiry``."""
+
+    async def online(self, stream: str) -> list[User]:
+        """Users with a live socket on ``stream``, by username."""
+
+    async def reap(self, now: float) -> list[tuple[str, User]]:
+        """Remove expired entries; return ``(stream, user)`` for each user now offline."""
+
+
+class MemoryStore:
+    """The embedded default: one process."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, dict[str, float]] = {}
+
+    async def join(self, stream: str, user: User, sid: str, expiry: float) -> bool:
+        entries = self._streams.setdefault(stream, {})
+        prefix = f"{user['id']}|"
+        had = any(m.startswith(prefix) for m in entries)
+        entries[_member(user, sid)] = expiry
+        return not had
+
+    async def leave(self, stream: str, user: User, sid: str) -> bool:
+        entries = self._streams.get(stream, {})
+        if entries.pop(_member(user, sid), None) is None:
+            return False
+        prefix = f"{user['id']}|"
+        gone = not any(m.startswith(prefix) for m in entries)
+        if not entries:
+            self._streams.pop(stream, None)
+        return gone
+
+    async def renew(self, entries: list[tuple[str, User, str]], expiry: float) -> None:
+        for stream, user, sid in entries:
+            members = self._streams.get(stream)
+            if members is not None and _member(user, sid) in members:
+                members[_member(user, sid)] = expiry
+
+    async def online(self, stream: str) -> list[User]:
+        now = time.time()
+        users = {
+            u["id"]: u
+            for m, e in self._streams.get(stream, {}).items()
+            if e > now
+            for u in [_user(m)]
+        }
+        return sorted(users.values(), key=lambda u: u["username"])
+
+    async def reap(self, now: float) -> list[tuple[str, User]]:
+        gone = []
+        for stream, entries in list(self._streams.items()):
+            expired = [m for m, e in entries.items() if e <= now]
+            for m in expired:
+                del entries[m]
+            for uid in {m.split("|", 1)[0] for m in expired}:
+                if not any(m.startswith(f"{uid}|") for m in entries):
+                    gone.append(
+                        (stream, _user(next(m for m in expired if m.startswith(f"{uid}|"))))
+                    )
+            if not entries:
+                del self._streams[stream]
+        return gone
+
+
+class RedisStore:
+    """``<prefix>:presence:<stream>`` sorted sets scored by expiry; the set of streams in use
+    in ``<prefix>:presence``."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        import redis.asyncio as redis
+
+        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._prefix = f"{prefix}:presence"
+
+    def _key(self, stream: str) -> str:
+        return f"{self._prefix}:{stream}"
+
+    async def join(self, stream: str, user: User, sid: str, expiry: float) -> bool:
+        first = await self._redis.eval(
+            _JOIN,
+            2,
+            self._key(stream),
+            self._prefix,
+            _member(user, sid),
+            expiry,
+            f"{user['id']}|",
+            stream,
+        )
+        return bool(first)
+
+    async def leave(self, stream: str, user: User, sid: str) -> bool:
+        last = await self._redis.eval(
+            _LEAVE, 1, self._key(stream), _member(user, sid), f"{user['id']}|"
+        )
+        return bool(last)
+
+    async def renew(self, entries: list[tuple[str, User, str]], expiry: float) -> None:
+        if not entries:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream, user, sid in entries:
+                pipe.zadd(self._key(stream), {_member(user, sid): expiry}, xx=True)
+            await pipe.execute()
+
+    async def online(self, stream: str) -> list[User]:
+        members = await self._redis.zrangebyscore(self._key(stream), time.time(), "+inf")
+        users = {u["id"]: u for m in members for u in [_user(_text(m))]}
+        return sorted(users.values(), key=lambda u: u["username"])
+
+    async def reap(self, now: float) -> list[tuple[str, User]]:
+        gone = []
+        for raw in await self._redis.smembers(self._prefix):
+            stream = _text(raw)
+            for m in await self._redis.eval(_REAP, 2, self._key(stream), self._prefix, now, stream):
+                gone.append((stream, _user(_text(m))))
+        return gone
+
+
+_store: Store | None = None
+
+
+def get_store() -> Store:
+    global _store
+    if _store is None:
+        if settings.REDIS_URL:
+            prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("prefix", "townsquare")
+            _store = RedisStore(settings.REDIS_URL, prefix)
+        else:
+            _store = MemoryStore()
+    return _store
+
+
+@dataclass
+class Entry:
+    """One of this process's sockets present on one stream."""
+
+    stream: str
+    user: User
+    sid: str
+
+
+#: This process's entries, renewed by the heartbeat: (stream, sid) → Entry.
+local_entries: dict[tuple[str, str], Entry] = {}
+
+
+def new_socket_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _expiry() -> float:
+    return time.time() + rt_settings().PRESENCE_TTL_SECONDS
+
+
+async def arrive(stream: str, user: User, sid: str) -> None:
+    """A socket of ``user`` subscribed to ``stream``; announce the user if they were away."""
+    from .publish import apublish
+
+    local_entries[(stream, sid)] = Entry(stream, user, sid)
+    if await get_store().join(stream, user, sid, _expiry()):
+        await apublish(stream, "presence.join", {"user": user})
+
+
+async def depart(stream: str, user: User, sid: str) -> None:
+    """A socket left ``stream``; announce the user's leave if it was their last socket."""
+    from .publish import apublish
+
+    local_entries.pop((stream, sid), None)
+    if await get_store().leave(stream, user, sid):
+        await apublish(stream, "presence.leave", {"user": user})
+
+
+async def online(stream: str) -> list[User]:
+    return await get_store().online(stream)
+
+
+async def run_heartbeat() -> None:
+    """Background service (every process): keep this process's entries alive."""
+    while True:
+        ttl = rt_settings().PRESENCE_TTL_SECONDS
+        await asyncio.sleep(ttl / 3)
+        entries = [(e.stream, e.user, e.sid) for e in list(local_entries.values())]
+        await get_store().renew(entries, time.time() + ttl)
+
+
+async def run_reaper() -> None:
+    """Background service (leader): announce users whose worker vanished as gone."""
+    from .publish import apublish
+
+    while True:
+        await asyncio.sleep(rt_settings().PRESENCE_TTL_SECONDS / 3)
+        for stream, user in await get_store().reap(time.time()):
+            await apublish(stream, "presence.leave", {"user": user})
