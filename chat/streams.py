@@ -17,6 +17,7 @@ from realtime.protocol import ErrorCode, ProtocolError
 from realtime.registry import AnyUser, Event, action, register_stream
 
 from . import selectors, services
+from .models import Room
 
 
 def _room_id(key: str) -> int:
@@ -44,12 +45,19 @@ def snapshot_room(user: AnyUser, key: str) -> list[Event]:
     return [Event("chat.members", {"members": selectors.room_member_names(room=room)})]
 
 
+def head_room(key: str) -> int:
+    """The room's newest offset."""
+    offset = Room.objects.filter(pk=_room_id(key)).values_list("last_offset", flat=True).first()
+    return offset or 0
+
+
 register_stream(
     "chat:room",
     authorize=authorize_room,
     replay=replay_room,
     snapshot=snapshot_room,
     presence=True,
+    head=head_room,
 )
 
 

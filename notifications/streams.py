@@ -12,6 +12,7 @@ from realtime.protocol import ErrorCode, ProtocolError
 from realtime.registry import AnyUser, Event, register_stream
 
 from . import selectors
+from .models import Inbox
 
 
 def _user_id(key: str) -> int:
@@ -39,9 +40,16 @@ def snapshot_user_stream(user: AnyUser, key: str) -> list[Event]:
     return [Event("notification.unread", {"unread": selectors.unread_count(user_id=_user_id(key))})]
 
 
+def head_user_stream(key: str) -> int:
+    """The inbox's newest offset."""
+    offset = Inbox.objects.filter(pk=_user_id(key)).values_list("last_offset", flat=True).first()
+    return offset or 0
+
+
 register_stream(
     "user",
     authorize=authorize_user_stream,
     replay=replay_user_stream,
     snapshot=snapshot_user_stream,
+    head=head_user_stream,
 )

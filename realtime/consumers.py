@@ -56,6 +56,7 @@ class Subscription:
     """
 
     __slots__ = (
+        "_gap_attempts",
         "_gap_timer",
         "_held",
         "buffer",
@@ -94,6 +95,7 @@ class Subscription:
         self.buffer: list[Frame] | None = []
         self._held: dict[int, Frame] | None = None
         self._gap_timer: asyncio.TimerHandle | None = None
+        self._gap_attempts = 0
 
     def deliver(self, frame: Frame) -> None:
         """Called by the hub for each frame of the stream (no await, no encoding)."""
@@ -136,9 +138,11 @@ class Subscription:
             self._put(frame)
         for stale in [o for o in held if o <= self.last_offset]:
             del held[stale]
-        if not held and self._gap_timer is not None:
-            self._gap_timer.cancel()
-            self._gap_timer = None
+        if not held:
+            self._gap_attempts = 0
+            if self._gap_timer is not None:
+                self._gap_timer.cancel()
+                self._gap_timer = None
 
     def _gap_timeout(self) -> None:
         self._gap_timer = None
@@ -168,9 +172,17 @@ class Subscription:
                 filled += 1
         # Frames fetched for one subscriber: counted here, as Hub.deliver never saw them.
         metrics.frames_out("event" if self.renderer is None else "seed", filled)
+        if self._held and self.last_offset + 1 < min(self._held) and self._gap_attempts < 3:
+            # Not there yet: the writer's commit may not be visible to this process's
+            # connection, or the frame is still on its way. Wait longer, then read again.
+            self._gap_attempts += 1
+            delay = rt_settings().GAP_WAIT_SECONDS * 2**self._gap_attempts
+            self._gap_timer = asyncio.get_running_loop().call_later(delay, self._gap_timeout)
+            return
+        self._gap_attempts = 0
         if self._held and self.last_offset + 1 < min(self._held):
-            # The database has nothing for the gap (the client can still resubscribe with
-            # `since`); waiting longer would only delay everything after it.
+            # The database has nothing for the gap after several reads (the client can still
+            # resubscribe with `since`); waiting longer would only delay everything after it.
             logger.warning(
                 "%s: offsets %s..%s not found; skipping",
                 self.stream,
@@ -490,13 +502,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             )
         if since is not None and not kind.durable:
             raise ProtocolError(ErrorCode.INVALID, f"{stream} is not durable: no 'since'")
-        await database_sync_to_async(kind.authorize)(self.user, key)
+        start = await database_sync_to_async(self._authorize)(kind, key, since)
         user = self.user
         signed_in = bool(user.is_authenticated)
         subscription = Subscription(
             stream,
             self.outbox,
-            since=since,
+            since=start,
             renderer=renderer,
             hub=self.hub if kind.durable else None,
             user_id=user.pk if signed_in else None,
@@ -542,6 +554,16 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if await self.close_subscription(stream):
             logger.info("event=subscription.revoked stream=%s user=%s", stream, self.user_label)
             await self.send_error(ErrorCode.UNSUBSCRIBED, detail, stream=stream)
+
+    def _authorize(self, kind: registry.StreamKind, key: str, since: int | None) -> int | None:
+        # One database hop: the right to read, and where a subscription without `since`
+        # starts. The head is read before joining the hub: what is published in between then
+        # shows up as a gap, which the subscription fills from the database, instead of a
+        # late frame being taken for a duplicate.
+        kind.authorize(self.user, key)
+        if since is None and kind.head is not None:
+            return kind.head(key)
+        return since
 
     def _read_initial(self, kind: registry.StreamKind, key: str, since: int | None) -> Opened:
         opened = Opened(durable=kind.durable)

@@ -352,6 +352,12 @@ class Hub:
             except Exception:
                 logger.exception("hub: catching up %s failed", stream)
                 continue
+            logger.info(
+                "event=layer.catch_up stream=%s since=%s events=%d",
+                stream,
+                min(offsets),
+                len(events),
+            )
             for event in events:
                 text = encode_event(stream, event.event, event.data, event.offset)
                 self.deliver(Frame(stream, event.offset, text))

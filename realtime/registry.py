@@ -62,6 +62,9 @@ class StreamKind:
     snapshot: Callable[[AnyUser, str], list[Event]] | None = None
     #: Track who is subscribed (``realtime.presence``): ``presence.*`` events and ``typing``.
     presence: bool = False
+    #: Durable kinds: ``head(key) -> int``, the newest offset (0 when empty). A subscription
+    #: without ``since`` starts there, so that live frames are ordered from the first one.
+    head: Callable[[str], int] | None = None
 
     @property
     def durable(self) -> bool:
@@ -85,10 +88,16 @@ def register_stream(
     replay: Callable[[str, int, int], list[Event]] | None = None,
     snapshot: Callable[[AnyUser, str], list[Event]] | None = None,
     presence: bool = False,
+    head: Callable[[str], int] | None = None,
 ) -> StreamKind:
     """Register a stream kind; call from ``AppConfig.ready()``. Re-registering replaces it."""
     kind = StreamKind(
-        name=name, authorize=authorize, replay=replay, snapshot=snapshot, presence=presence
+        name=name,
+        authorize=authorize,
+        replay=replay,
+        snapshot=snapshot,
+        presence=presence,
+        head=head,
     )
     _kinds[name] = kind
     return kind

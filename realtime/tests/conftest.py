@@ -46,7 +46,12 @@ def test_streams() -> Iterator[None]:
     and ``test:log`` (durable; replays LOG)."""
     registry.register_stream("test:open", authorize=_authorize_open, snapshot=_snapshot_open)
     registry.register_stream("test:mine", authorize=_authorize_members)
-    registry.register_stream("test:log", authorize=_authorize_open, replay=_replay_log)
+    registry.register_stream(
+        "test:log",
+        authorize=_authorize_open,
+        replay=_replay_log,
+        head=lambda key: max(LOG, default=0),
+    )
     LOG.clear()
     yield
     LOG.clear()

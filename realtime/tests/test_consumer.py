@@ -485,3 +485,16 @@ async def test_a_gap_the_database_cannot_fill_is_skipped() -> None:
         get_hub().deliver(_line(3, "three"))
         assert (await receive(comm))["offset"] == 3
         await comm.disconnect()
+
+
+async def test_without_since_live_frames_are_ordered_from_the_head(
+    ws: WebsocketCommunicator,
+) -> None:
+    LOG.update({1: "one"})
+    await send(ws, {"type": "subscribe", "stream": "test:log"})
+    assert (await receive(ws))["replayed"] == 0
+    hub = get_hub()
+    hub.deliver(_line(3, "three"))  # overtook 2: held, not taken as the start
+    hub.deliver(_line(2, "two"))
+    assert [(await receive(ws))["offset"] for _ in range(2)] == [2, 3]
+    assert await ws.receive_nothing(timeout=0.05)
