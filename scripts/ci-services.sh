@@ -1,11 +1,26 @@
 #!/usr/bin/env bash
-# Make sure Chromium, PostgreSQL and Redis are present and running, for a run that requires them.
+# Make sure Chromium, nginx, PostgreSQL and Redis are present (and the servers running), for a
+# run that requires them.
 # Starts only what is down; never stops anything.
 set -uo pipefail
 
 if ! command -v chromium >/dev/null 2>&1; then
     echo "==> installing chromium"
     apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null
+fi
+
+# nginx: only the binary. The nginx tests run their own instance (tests/nginx.py); a system
+# nginx is never started. Debian starts a service when its package is installed unless
+# policy-rc.d refuses, so refuse for the install if nothing does already.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    echo "==> installing nginx (not started)"
+    added_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        added_policy=1
+    fi
+    apt-get update -qq >/dev/null && apt-get install -y -qq nginx >/dev/null
+    if [ -n "$added_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then

@@ -51,19 +51,27 @@ async def test_two_workers_writing_one_room_keep_offset_order(tmp_path: Path) ->
         scratch_postgres() as database_url,
         scratch_redis() as (redis_url, prefix),
     ):
-        env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "REDIS_PREFIX": prefix}
         for name in ("a", "b"):
             (tmp_path / name).mkdir()
         with (
-            run_server(tmp_path / "a", **env) as a,
             run_server(
-                tmp_path / "b", prepare=False, STATIC_ROOT=str(tmp_path / "a" / "static"), **env
+                tmp_path / "a", DATABASE_URL=database_url, REDIS_URL=redis_url, REDIS_PREFIX=prefix
+            ) as a,
+            run_server(
+                tmp_path / "b",
+                prepare=False,
+                STATIC_ROOT=str(tmp_path / "a" / "static"),
+                DATABASE_URL=database_url,
+                REDIS_URL=redis_url,
+                REDIS_PREFIX=prefix,
             ) as b,
         ):
             token = token_for(a, "carol")
-            rooms = httpx.get(
-                f"{a.http}/api/rooms/", headers={"Authorization": f"Bearer {token}"}
-            ).json()
+            async with httpx.AsyncClient(base_url=a.http) as http:
+                response = await http.get(
+                    "/api/rooms/", headers={"Authorization": f"Bearer {token}"}
+                )
+            rooms = response.json()
             room = next(r["id"] for r in rooms if r["name"] == "lobby")
             stream = f"chat:room:{room}"
             listeners = [await subscriber(a, token, stream), await subscriber(b, token, stream)]
