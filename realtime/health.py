@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -103,14 +104,21 @@ async def _check_database() -> None:
 
 
 async def _check_channel_layer() -> None:
-    layer = get_channel_layer()
-    hosts = getattr(layer, "hosts", None)  # channels_redis.core.RedisChannelLayer
+    # The layer's Redis hosts as configured: both channels_redis layers (core and pub/sub)
+    # take them from CONFIG["hosts"]; only the core layer keeps them as an attribute.
+    get_channel_layer()
+    config = settings.CHANNEL_LAYERS.get("default", {}).get("CONFIG", {})
+    hosts = (
+        config.get("hosts")
+        if "channels_redis" in settings.CHANNEL_LAYERS["default"].get("BACKEND", "")
+        else None
+    )
     if not hosts:
         return
-    from channels_redis.utils import create_pool
+    from channels_redis.utils import create_pool, decode_hosts
     from redis.asyncio import Redis
 
-    for host in hosts:
+    for host in decode_hosts(hosts):
         # A short-lived client of our own: the layer's pools are its internals, and a probe
         # must not hold a connection that a publish is waiting for.
         client = Redis(connection_pool=create_pool(host))

@@ -328,11 +328,15 @@ def closed_port() -> Iterator[int]:
         yield int(s.getsockname()[1])
 
 
-async def test_readyz_names_an_unreachable_redis_by_error_class(closed_port: int) -> None:
+@pytest.mark.parametrize(
+    "backend",
+    ["channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer"],
+)
+async def test_readyz_names_an_unreachable_redis_by_error_class(
+    closed_port: int, backend: str
+) -> None:
     url = f"redis://:secret-password@127.0.0.1:{closed_port}/0"
-    layers = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [url]}}
-    }
+    layers = {"default": {"BACKEND": backend, "CONFIG": {"hosts": [url]}}}
     with override_settings(CHANNEL_LAYERS=layers):
         response = await AsyncClient().get("/readyz")
     assert response.status_code == 503
