@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import weakref
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
-from channels.layers import BaseChannelLayer, get_channel_layer
+from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 
 from . import metrics
 
@@ -27,6 +28,35 @@ logger = logging.getLogger(__name__)
 FRAME_MESSAGE_TYPE = "hub.frame"
 #: Channel-layer message type ending one user's subscriptions to a stream on every worker.
 REVOKE_MESSAGE_TYPE = "hub.revoke"
+#: Channel-layer message type of a hub's probe of the layer, sent to its own channel.
+PROBE_MESSAGE_TYPE = "hub.probe"
+
+
+def _broken_connection(exc: BaseException) -> bool:
+    """True for errors that mean the connection to the layer's server broke (not a timeout)."""
+    if isinstance(exc, OSError):  # ConnectionError, ConnectionResetError, ...
+        return True
+    try:
+        from redis.exceptions import ConnectionError as RedisConnectionError
+    except ImportError:  # pragma: no cover - redis comes with channels_redis
+        return False
+    return isinstance(exc, RedisConnectionError)
+
+
+async def layer_call[T](call: Callable[[], Awaitable[T]]) -> T:
+    """Await one channel-layer call; once more, at once, if its connection was broken.
+
+    After a Redis restart each connection pooled by the layer still points at the old process
+    and fails once on its next use (redis-py then reconnects it): without the retry a publish
+    or a group join made in the seconds after Redis came back fails although Redis answers.
+    A Redis that is down fails the retry too, immediately (connection refused).
+    """
+    try:
+        return await call()
+    except Exception as exc:
+        if not _broken_connection(exc):
+            raise
+        return await call()
 
 
 def group_name(stream: str) -> str:
@@ -91,11 +121,58 @@ class Subscriber(Protocol):
         """Take one frame of a stream this socket subscribed to; must not await or block."""
 
 
+def _pubsub_connections(layer: Any) -> list[Any]:
+    """The Redis connections that carry a pub/sub layer's subscriptions in this event loop.
+
+    Reaches into channels_redis' ``RedisPubSubChannelLayer`` (per-loop layer → shards → the
+    redis-py ``PubSub`` → its ``Connection``); any other layer, or another layout, has none.
+    """
+    try:
+        get_layer = getattr(layer, "_get_layer", None)
+        inner = get_layer() if callable(get_layer) else layer
+        shards = list(getattr(inner, "_shards", ()))
+    except Exception:
+        return []
+    found = []
+    for shard in shards:
+        connection = getattr(getattr(shard, "_pubsub", None), "connection", None)
+        if connection is not None and callable(
+            getattr(connection, "register_connect_callback", None)
+        ):
+            found.append(connection)
+    return found
+
+
+def _background[T](coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Start one of the hub's own long-lived tasks in a fresh ``contextvars`` context.
+
+    A task copies the context of whoever creates it, and the hub's tasks are started from
+    whatever happened to touch the hub first: a consumer, or a publish that failed inside a
+    sync view's ``async_to_sync``, whose context names that call's thread executor. A
+    recovery task started there would run its ``database_sync_to_async`` reads on that
+    executor long after it quit ("CurrentThreadExecutor already quit or is broken").
+    """
+    return asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
+
+
 class Hub:
     """Fan-out for the sockets of one event loop (one per worker process).
 
     Use ``get_hub()``; tests that run many event loops get one hub per loop.
+
+    A channel-layer outage is noticed four ways: the reader's ``receive`` fails (the core
+    Redis layer); the pub/sub layer's Redis connection connects again (it re-subscribes by
+    itself, silently, and what was published in between is lost to this process); a publish
+    from this process fails (``layer_failed``); or a probe the hub sends to its own channel
+    every ``probe_interval`` does not come back within ``probe_timeout`` (any other layer).
+    Recovery re-joins the groups, waits until a probe makes the round trip, then reads what
+    durable streams stored meanwhile from the database (``catch_up``).
     """
+
+    #: Seconds between probes of the layer (only with a layer that can fail, and streams).
+    probe_interval = 0.5
+    #: A probe not back after this many seconds means the layer lost it.
+    probe_timeout = 2.0
 
     def __init__(self, layer: BaseChannelLayer | None, *, refresh_seconds: float = 30.0) -> None:
         self.layer = layer
@@ -112,6 +189,14 @@ class Hub:
         self._channel: str | None = None
         self._reader: asyncio.Task[None] | None = None
         self._recovery: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        # Probes in flight: number → (loop time sent, resolved when it comes back).
+        self._probes: dict[int, tuple[float, asyncio.Future[None]]] = {}
+        self._probe_seq = 0
+        # Set when recovery sees the layer answer again: cuts the reader's backoff short.
+        self._layer_back = asyncio.Event()
+        # Pub/sub connections whose reconnects this hub hears of (_hook_reconnects).
+        self._hooked: weakref.WeakSet[Any] = weakref.WeakSet()
 
     @property
     def stream_count(self) -> int:
@@ -243,22 +328,28 @@ class Hub:
             await self._ensure_reader()
             wanted = stream in self._streams
             if wanted and stream not in self._joined:
+                layer, channel = self.layer, self._channel
                 with metrics.counting_failures("group_add"):
-                    await self.layer.group_add(group_name(stream), self._channel)
+                    await layer_call(lambda: layer.group_add(group_name(stream), channel))
                 self._joined.add(stream)
+                self._hook_reconnects()
             elif not wanted and stream in self._joined:
                 self._joined.discard(stream)
+                layer, channel = self.layer, self._channel
                 with metrics.counting_failures("group_discard"):
-                    await self.layer.group_discard(group_name(stream), self._channel)
+                    await layer_call(lambda: layer.group_discard(group_name(stream), channel))
 
     async def _ensure_reader(self) -> None:
         if self._channel is None:
             assert self.layer is not None
             self._channel = await self.layer.new_channel(prefix="hub")
         if self._reader is None or self._reader.done():
-            self._reader = asyncio.get_running_loop().create_task(self._read())
+            self._reader = _background(self._read())
         if self._refresher is None or self._refresher.done():
-            self._refresher = asyncio.get_running_loop().create_task(self._refresh())
+            self._refresher = _background(self._refresh())
+        can_fail = not isinstance(self.layer, InMemoryChannelLayer)
+        if can_fail and (self._watcher is None or self._watcher.done()):
+            self._watcher = _background(self._watch())
 
     async def _refresh(self) -> None:
         # Group membership lives in the layer and can vanish behind our back: channels_redis
@@ -281,11 +372,17 @@ class Hub:
             Exception: the channel layer's error; groups not yet re-added wait for next time.
         """
         assert self.layer is not None
+        layer, channel = self.layer, self._channel
         for stream in list(self._joined):
             async with self._lock:
                 if stream in self._joined:
+                    group = group_name(stream)
+
+                    async def add(group: str = group) -> None:
+                        await layer.group_add(group, channel)
+
                     with metrics.counting_failures("group_add"):
-                        await self.layer.group_add(group_name(stream), self._channel)
+                        await layer_call(add)
 
     async def _read(self) -> None:
         assert self.layer is not None and self._channel is not None
@@ -299,9 +396,11 @@ class Hub:
             except Exception:
                 metrics.layer_failure("receive")
                 logger.exception("hub: channel layer receive failed; retrying in %.1fs", backoff)
-                if self._recovery is None or self._recovery.done():
-                    self._recovery = asyncio.get_running_loop().create_task(self._recover())
-                await asyncio.sleep(backoff)
+                self.layer_failed("receive failed")
+                # Back off, but try again at once when recovery next sees the layer answer.
+                self._layer_back.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._layer_back.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
@@ -311,21 +410,122 @@ class Hub:
                 metrics.publish_delivered(message.get("ts"))
             elif kind == REVOKE_MESSAGE_TYPE:
                 self.revoke_local(message["stream"], message["user"], message["detail"])
+            elif kind == PROBE_MESSAGE_TYPE:
+                probe = self._probes.pop(message.get("n", -1), None)
+                if probe is not None and not probe[1].done():
+                    probe[1].set_result(None)
+
+    @property
+    def recovering(self) -> bool:
+        """True from a layer failure until the groups are re-joined and caught up."""
+        return self._recovery is not None and not self._recovery.done()
+
+    def layer_failed(self, reason: str) -> None:
+        """Something failed in the channel layer: start recovery unless it is under way.
+
+        Called by the reader, the probe watcher and ``publish`` (a failed publish means the
+        other processes' publishes are failing too, and this process's subscriptions may be
+        gone with the layer's state).
+        """
+        if self.layer is None or self._channel is None or self.recovering:
+            return
+        logger.warning("event=layer.lost reason=%s streams=%d", reason, len(self._streams))
+        self._layer_back.clear()
+        self._recovery = _background(self._recover())
+
+    def _hook_reconnects(self) -> None:
+        # channels_redis' pub/sub layer re-subscribes after its connection broke without
+        # telling anyone, and the gap can be shorter than a probe interval (any subscribe or
+        # unsubscribe reconnects at once). Its redis-py connection calls back on every
+        # connect: hooked once it exists, so every later call is a reconnect.
+        for connection in _pubsub_connections(self.layer):
+            if connection not in self._hooked:
+                self._hooked.add(connection)
+                connection.register_connect_callback(self._on_layer_reconnect)
+
+    def _on_layer_reconnect(self, connection: Any) -> None:
+        # Called by redis-py inside its connect(), after the layer's own re-subscription
+        # callback; must not raise.
+        try:
+            self.layer_failed("the layer's connection was re-established")
+        except Exception:  # pragma: no cover - defensive: never break the layer's connect
+            logger.exception("hub: starting recovery failed")
+
+    async def _send_probe(self) -> asyncio.Future[None]:
+        assert self.layer is not None and self._channel is not None
+        layer, channel = self.layer, self._channel
+        loop = asyncio.get_running_loop()
+        self._probe_seq += 1
+        number = self._probe_seq
+        back: asyncio.Future[None] = loop.create_future()
+        self._probes[number] = (loop.time(), back)
+        message = {"type": PROBE_MESSAGE_TYPE, "n": number}
+        try:
+            await layer_call(lambda: layer.send(channel, message))
+        except BaseException:
+            self._probes.pop(number, None)
+            raise
+        return back
+
+    async def probe(self, timeout: float) -> bool:
+        """Send a probe to this hub's own channel; True if the reader got it within
+        ``timeout`` seconds (the layer carries messages both ways again)."""
+        try:
+            back = await self._send_probe()
+            await asyncio.wait_for(back, timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return False
+        return True
+
+    async def _watch(self) -> None:
+        # A probe every probe_interval while the hub serves streams, without waiting for it;
+        # one not back after probe_timeout was lost by the layer. The pub/sub layer drops its
+        # subscriptions for at least a second when its connection breaks (it reconnects and
+        # subscribes again by itself, silently), so a probe sent in that time never returns.
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            self._hook_reconnects()
+            if not self._streams or self.recovering:
+                self._probes.clear()
+                continue
+            now = loop.time()
+            if any(now - sent > self.probe_timeout for sent, _ in self._probes.values()):
+                self._probes.clear()
+                self.layer_failed("a probe was lost")
+                continue
+            try:
+                await self._send_probe()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.layer_failed(f"a probe failed: {type(exc).__name__}")
 
     async def _recover(self) -> None:
         # The layer failed (a Redis restart, say). Its group membership may be gone and what
         # was published meanwhile is lost to this process: re-join as soon as the layer
-        # answers, then read the durable streams' missed events from the database.
+        # answers, wait until a probe makes the round trip (the subscriptions are back), then
+        # read the durable streams' missed events from the database.
+        started = asyncio.get_running_loop().time()
         while True:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.25)
             try:
                 await self.rejoin()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 continue
-            break
-        logger.info("event=layer.recovered streams=%d", len(self._streams))
+            self._layer_back.set()
+            # A probe lost while the layer re-subscribes will not come back: try again soon.
+            if await self.probe(min(0.5, self.probe_timeout)):
+                break
+        logger.info(
+            "event=layer.recovered streams=%d seconds=%.1f",
+            len(self._streams),
+            asyncio.get_running_loop().time() - started,
+        )
         await self.catch_up()
 
     async def catch_up(self) -> None:
@@ -372,12 +572,13 @@ class Hub:
 
     async def close(self) -> None:
         """Stop the reader and the refresher and leave every group (tests, shutdown)."""
-        for task in (self._reader, self._refresher, self._recovery):
+        for task in (self._reader, self._refresher, self._recovery, self._watcher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        self._reader = self._refresher = self._recovery = None
+        self._reader = self._refresher = self._recovery = self._watcher = None
+        self._probes.clear()
         if self.layer is not None and self._channel is not None:
             for stream in list(self._joined):
                 with contextlib.suppress(Exception), metrics.counting_failures("group_discard"):
@@ -388,6 +589,14 @@ class Hub:
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def current_hub() -> Hub | None:
+    """The running event loop's hub if it has one (never creates one)."""
+    try:
+        return _hubs.get(asyncio.get_running_loop())
+    except RuntimeError:
+        return None
 
 
 def get_hub() -> Hub:

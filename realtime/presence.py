@@ -15,6 +15,12 @@ announces ``presence.leave`` — so a dead worker's users are shown offline with
 ``PRESENCE_TTL_SECONDS`` plus one reaper interval. The usual design: a sorted set per stream
 scored by expiry, with heartbeats.
 
+A renewal also puts back an entry the store lost while its socket is still open (Redis
+restarted empty, or the reaper took it while this worker's loop stalled past the ttl), and
+announces ``presence.join`` when that makes the user present again. In one process, arrivals,
+departures and renewals are serialized (``_writes``), so a renewal never resurrects an entry
+that its socket just removed, nor swallows the ``presence.join`` of one just arriving.
+
 Stores: Redis (``REDIS_URL``; atomic Lua scripts decide the 0↔1 transitions across workers)
 or this process's memory on the embedded default.
 """
@@ -24,12 +30,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from django.conf import settings
 
 from .conf import rt_settings
+from .protocol import ErrorCode, ProtocolError
 
 User = dict[str, Any]  # {"id": int, "username": str}
 
@@ -51,6 +59,21 @@ for _, m in ipairs(redis.call('zrange', KEYS[1], 0, -1)) do
     if string.sub(m, 1, #prefix) == prefix then return 0 end
 end
 return 1
+"""
+_RENEW = """
+if redis.call('zscore', KEYS[1], ARGV[1]) then
+    redis.call('zadd', KEYS[1], ARGV[2], ARGV[1])
+    return 0
+end
+local prefix = ARGV[3]
+local had = false
+for _, m in ipairs(redis.call('zrange', KEYS[1], 0, -1)) do
+    if string.sub(m, 1, #prefix) == prefix then had = true break end
+end
+redis.call('zadd', KEYS[1], ARGV[2], ARGV[1])
+redis.call('sadd', KEYS[2], ARGV[4])
+if had then return 1 end
+return 2
 """
 _REAP = """
 local expired = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1])
@@ -93,8 +116,12 @@ class Store(Protocol):
     async def leave(self, stream: str, user: User, sid: str) -> bool:
         """Remove a socket; True when it was the user's last on ``stream``."""
 
-    async def renew(self, entries: list[tuple[str, User, str]], expiry: float) -> None:
-        """Push the expiry of these ``(stream, user, socket)`` entries to ``expiry``."""
+    async def renew(
+        self, entries: list[tuple[str, User, str]], expiry: float
+    ) -> list[tuple[str, User]]:
+        """Push the expiry of these ``(stream, user, socket)`` entries to ``expiry``, putting
+        back any the store lost; return ``(stream, user)`` for each user that this made
+        present again (their first entry on the stream)."""
 
     async def online(self, stream: str) -> list[User]:
         """Users with a live socket on ``stream``, by username."""
@@ -126,11 +153,19 @@ class MemoryStore:
             self._streams.pop(stream, None)
         return gone
 
-    async def renew(self, entries: list[tuple[str, User, str]], expiry: float) -> None:
+    async def renew(
+        self, entries: list[tuple[str, User, str]], expiry: float
+    ) -> list[tuple[str, User]]:
+        back = []
         for stream, user, sid in entries:
-            members = self._streams.get(stream)
-            if members is not None and _member(user, sid) in members:
-                members[_member(user, sid)] = expiry
+            members = self._streams.setdefault(stream, {})
+            member = _member(user, sid)
+            if member not in members:
+                prefix = f"{user['id']}|"
+                if not any(m.startswith(prefix) for m in members):
+                    back.append((stream, user))
+            members[member] = expiry
+        return back
 
     async def online(self, stream: str) -> list[User]:
         now = time.time()
@@ -164,8 +199,16 @@ class RedisStore:
 
     def __init__(self, url: str, prefix: str) -> None:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        # One immediate retry: after a Redis restart each pooled connection fails once
+        # (it still points at the old process) and reconnects; a Redis that is down fails
+        # at once instead of after redis-py's default ten retries with backoff, since a
+        # subscribe waits on this.
+        self._redis = redis.Redis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 1)
+        )
         self._prefix = f"{prefix}:presence"
 
     def _key(self, stream: str) -> str:
@@ -190,13 +233,27 @@ class RedisStore:
         )
         return bool(last)
 
-    async def renew(self, entries: list[tuple[str, User, str]], expiry: float) -> None:
+    async def renew(
+        self, entries: list[tuple[str, User, str]], expiry: float
+    ) -> list[tuple[str, User]]:
         if not entries:
-            return
+            return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for stream, user, sid in entries:
-                pipe.zadd(self._key(stream), {_member(user, sid): expiry}, xx=True)
-            await pipe.execute()
+                pipe.eval(
+                    _RENEW,
+                    2,
+                    self._key(stream),
+                    self._prefix,
+                    _member(user, sid),
+                    expiry,
+                    f"{user['id']}|",
+                    stream,
+                )
+            results = await pipe.execute()
+        return [
+            (stream, user) for (stream, user, _), r in zip(entries, results, strict=True) if r == 2
+        ]
 
     async def online(self, stream: str) -> list[User]:
         members = await self._redis.zrangebyscore(self._key(stream), time.time(), "+inf")
@@ -239,6 +296,20 @@ class Entry:
 local_entries: dict[tuple[str, str], Entry] = {}
 
 
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _writes() -> asyncio.Lock:
+    """This event loop's lock over ``local_entries`` and the store writes that follow them."""
+    loop = asyncio.get_running_loop()
+    lock = _locks.get(loop)
+    if lock is None:
+        lock = _locks[loop] = asyncio.Lock()
+    return lock
+
+
 def new_socket_id() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -247,12 +318,28 @@ def _expiry() -> float:
     return time.time() + rt_settings().PRESENCE_TTL_SECONDS
 
 
+def _unavailable(exc: Exception) -> ProtocolError:
+    return ProtocolError(
+        ErrorCode.UNAVAILABLE, f"presence is unavailable ({type(exc).__name__}); retry"
+    )
+
+
 async def arrive(stream: str, user: User, sid: str) -> None:
-    """A socket of ``user`` subscribed to ``stream``; announce the user if they were away."""
+    """A socket of ``user`` subscribed to ``stream``; announce the user if they were away.
+
+    Raises:
+        ProtocolError: ``unavailable`` when the store failed (Redis down); nothing is kept.
+    """
     from .publish import apublish
 
-    local_entries[(stream, sid)] = Entry(stream, user, sid)
-    if await get_store().join(stream, user, sid, _expiry()):
+    async with _writes():
+        local_entries[(stream, sid)] = Entry(stream, user, sid)
+        try:
+            first = await get_store().join(stream, user, sid, _expiry())
+        except Exception as exc:
+            del local_entries[(stream, sid)]
+            raise _unavailable(exc) from exc
+    if first:
         await apublish(stream, "presence.join", {"user": user})
 
 
@@ -260,22 +347,39 @@ async def depart(stream: str, user: User, sid: str) -> None:
     """A socket left ``stream``; announce the user's leave if it was their last socket."""
     from .publish import apublish
 
-    local_entries.pop((stream, sid), None)
-    if await get_store().leave(stream, user, sid):
+    async with _writes():
+        if local_entries.pop((stream, sid), None) is None:
+            return  # never arrived (its join failed), or already gone
+        last = await get_store().leave(stream, user, sid)
+    if last:
         await apublish(stream, "presence.leave", {"user": user})
 
 
 async def online(stream: str) -> list[User]:
-    return await get_store().online(stream)
+    """Users present on ``stream``.
+
+    Raises:
+        ProtocolError: ``unavailable`` when the store failed (Redis down).
+    """
+    try:
+        return await get_store().online(stream)
+    except Exception as exc:
+        raise _unavailable(exc) from exc
 
 
 async def run_heartbeat() -> None:
-    """Background service (every process): keep this process's entries alive."""
+    """Background service (every process): keep this process's entries alive, and put back
+    the ones the store lost (a Redis restart empties it) while their sockets are open."""
+    from .publish import apublish
+
     while True:
         ttl = rt_settings().PRESENCE_TTL_SECONDS
         await asyncio.sleep(ttl / 3)
-        entries = [(e.stream, e.user, e.sid) for e in list(local_entries.values())]
-        await get_store().renew(entries, time.time() + ttl)
+        async with _writes():
+            entries = [(e.stream, e.user, e.sid) for e in list(local_entries.values())]
+            back = await get_store().renew(entries, time.time() + ttl)
+        for stream, user in back:
+            await apublish(stream, "presence.join", {"user": user})
 
 
 async def run_reaper() -> None:

@@ -26,7 +26,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from . import metrics, workers
-from .hub import FRAME_MESSAGE_TYPE, group_name
+from .hub import FRAME_MESSAGE_TYPE, current_hub, group_name, layer_call
 from .protocol import encode_event
 
 logger = logging.getLogger(__name__)
@@ -74,16 +74,27 @@ async def apublish(stream: str, event: str, data: Any, *, offset: int | None = N
         "ts": time.time(),
     }
     try:
-        await layer.group_send(group_name(stream), message)
+        # Retried once at once on a broken connection (a stale one after a Redis restart).
+        await layer_call(lambda: layer.group_send(group_name(stream), message))
     except Exception:
         metrics.layer_failure("publish")
         logger.exception("publish to %s failed", stream)
+        _tell_hub(f"publish to {stream} failed")
         return False
     if not stream.startswith(INTERNAL_PREFIX):
         # The dashboard's events-per-second series. Internal streams are not counted: the
         # worker stats' own "changed" announcement would otherwise count itself forever.
         workers.local.count_events()
     return True
+
+
+def _tell_hub(reason: str) -> None:
+    # The layer failed under this process: its hub (if this loop has one) recovers its
+    # subscriptions and catches durable streams up once the layer is back. Publishes of the
+    # other processes fail the same way meanwhile, so what they store is fetched then.
+    hub = current_hub()
+    if hub is not None:
+        hub.layer_failed(reason)
 
 
 async def apublish_many(items: Iterable[Published]) -> int:
@@ -145,10 +156,11 @@ async def arevoke(stream: str, user_id: int, detail: str) -> bool:
         return False
     message = {"type": REVOKE_MESSAGE_TYPE, "stream": stream, "user": user_id, "detail": detail}
     try:
-        await layer.group_send(group_name(stream), message)
+        await layer_call(lambda: layer.group_send(group_name(stream), message))
     except Exception:
         metrics.layer_failure("publish")
         logger.exception("revoke on %s failed", stream)
+        _tell_hub(f"revoke on {stream} failed")
         return False
     return True
 
