@@ -29,6 +29,13 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
     for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
 fi
 
+# The fault tests run private redis-server instances of their own (tests/redis_server.py).
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "==> installing redis-server"
+    printf '#!/bin/sh\nexit 101\n' > /tmp/policy-rc.d.townsquare
+    apt-get update -qq >/dev/null && apt-get install -y -qq redis-server >/dev/null
+fi
+
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     echo "==> starting Redis"
     mkdir -p /var/lib/redis /var/log/redis
