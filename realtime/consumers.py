@@ -494,7 +494,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         """
         kind, key = registry.resolve(stream)
         if stream in self.subscriptions:
-            await self.close_subscription(stream)
+            # Re-subscribing (after a truncated replay, say): the user never left, so the
+            # presence entry stays and nobody sees a leave and a join.
+            await self.close_subscription(stream, depart=False)
         if len(self.subscriptions) >= self.limits.MAX_STREAMS_PER_SOCKET:
             raise ProtocolError(
                 ErrorCode.TOO_MANY_STREAMS,
@@ -576,14 +578,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             opened.replay = replay[:limit]
         return opened
 
-    async def close_subscription(self, stream: str) -> bool:
-        """Leave ``stream``; False if the socket was not subscribed."""
+    async def close_subscription(self, stream: str, *, depart: bool = True) -> bool:
+        """Leave ``stream``; False if the socket was not subscribed. ``depart=False`` keeps
+        the socket's presence entry (it is about to subscribe again)."""
         subscription = self.subscriptions.pop(stream, None)
         if subscription is None:
             return False
         subscription.close()
         await self.hub.unsubscribe(stream, subscription)
-        if subscription.presence:
+        if subscription.presence and depart:
             try:
                 await presence.depart(stream, self.presence_user, self.socket_id)
             except Exception as exc:

@@ -77,7 +77,11 @@ return 2
 """
 _REAP = """
 local expired = redis.call('zrangebyscore', KEYS[1], '-inf', ARGV[1])
-if #expired == 0 then return {} end
+if #expired == 0 then
+    -- Everyone left normally: forget the stream, so the index does not only grow.
+    if redis.call('zcard', KEYS[1]) == 0 then redis.call('srem', KEYS[2], ARGV[2]) end
+    return {}
+end
 redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1])
 local remaining = redis.call('zrange', KEYS[1], 0, -1)
 local gone, seen = {}, {}

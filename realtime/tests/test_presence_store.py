@@ -54,3 +54,13 @@ async def test_expired_entries_are_reaped_once_and_renewal_keeps_them(store: Sto
 async def test_online_ignores_expired_entries_before_reaping(store: Store) -> None:
     await store.join("chat:room:3", ALICE, "a1", time.time() - 1)
     assert await store.online("chat:room:3") == []
+
+
+async def test_the_redis_index_forgets_streams_everyone_left() -> None:
+    with scratch_redis() as (url, prefix):
+        store = RedisStore(url, prefix)
+        await store.join("chat:room:9", ALICE, "a1", time.time() + 60)
+        assert await store._redis.smembers(store._prefix) == {b"chat:room:9"}
+        await store.leave("chat:room:9", ALICE, "a1")
+        assert await store.reap(time.time()) == []
+        assert await store._redis.smembers(store._prefix) == set()
