@@ -139,14 +139,12 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------------------------
 REDIS_URL: str | None = env.str("REDIS_URL", default=None)
-# With Redis, which channels_redis layer carries publishes between processes: "core"
-# (RedisChannelLayer: groups and per-channel queues kept as Redis keys) or "pubsub"
-# (RedisPubSubChannelLayer: Redis PUBLISH/SUBSCRIBE). Measured with bench/layers.py (numbers
-# in docs/operations.md, "Channel layer"): pub/sub costs a fraction of core per message at
-# every step, but /readyz pings only a core layer's Redis, and a pub/sub outage is silent
-# (only the hub's own probes notice it, so that it can catch durable streams up). Core stays
-# the default until /readyz checks pub/sub and the Redis-restart fault test passes with it.
-CHANNEL_LAYER: str = env.str("CHANNEL_LAYER", default="core")
+# With Redis, which channels_redis layer carries publishes between processes: "pubsub"
+# (RedisPubSubChannelLayer: Redis PUBLISH/SUBSCRIBE) or "core" (RedisChannelLayer: groups and
+# per-channel queues kept as Redis keys). Measured with bench/layers.py (docs/operations.md,
+# "Channel layer"): pub/sub costs 7-10x less per message at every step; its silent outages are
+# noticed by the hub's reconnect hook and probes, which then catch durable streams up.
+CHANNEL_LAYER: str = env.str("CHANNEL_LAYER", default="pubsub")
 CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if REDIS_URL and CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {
