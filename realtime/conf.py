@@ -45,3 +45,9 @@ def rt_settings() -> RealtimeSettings:
 def _reset(*, setting: str, **kwargs: Any) -> None:
     if setting == "TOWNSQUARE_REALTIME":
         rt_settings.cache_clear()
+
+
+def redis_prefix() -> str:
+    """The key prefix of everything Townsquare keeps in Redis (the channel layer's prefix),
+    so that one deployment's leases, presence and statistics never meet another's."""
+    return str(settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "townsquare"))

@@ -20,6 +20,8 @@ from typing import Protocol
 
 from django.conf import settings
 
+from .conf import redis_prefix
+
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
     return redis.call('pexpire', KEYS[1], ARGV[2])
@@ -93,6 +95,6 @@ class RedisLease:
 def get_lease(name: str, ttl_seconds: float) -> Lease:
     """A Redis lease when ``REDIS_URL`` is set, else a local one."""
     if settings.REDIS_URL:
-        prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("prefix", "townsquare")
+        prefix = redis_prefix()
         return RedisLease(name, ttl_seconds, url=settings.REDIS_URL, prefix=prefix)
     return LocalLease(name, ttl_seconds)

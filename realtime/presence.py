@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
-from .conf import rt_settings
+from .conf import redis_prefix, rt_settings
 from .protocol import ErrorCode, ProtocolError
 
 User = dict[str, Any]  # {"id": int, "username": str}
@@ -280,7 +280,7 @@ def get_store() -> Store:
     global _store
     if _store is None:
         if settings.REDIS_URL:
-            prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("prefix", "townsquare")
+            prefix = redis_prefix()
             _store = RedisStore(settings.REDIS_URL, prefix)
         else:
             _store = MemoryStore()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, NamedTuple
 
 from asgiref.sync import async_to_sync
@@ -109,19 +109,28 @@ async def apublish_many(items: Iterable[Published]) -> int:
     return sent
 
 
+def _from_sync[T](
+    function: Callable[..., Coroutine[Any, Any, T]], *args: Any, scheduled: T, **kwargs: Any
+) -> T:
+    """Run ``function`` from synchronous code: from a thread, wait for its result (so calls
+    from one thread keep their order); on an event-loop thread, which must not block, schedule
+    it there and return ``scheduled``."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return async_to_sync(function)(*args, **kwargs)
+    task = loop.create_task(function(*args, **kwargs))
+    _pending.add(task)
+    task.add_done_callback(_pending.discard)
+    return scheduled
+
+
 def publish_many(items: Iterable[Published]) -> int:
     """Synchronous ``apublish_many``, with ``publish``'s threading rules."""
     batch = list(items)
     if not batch:
         return 0
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return int(async_to_sync(apublish_many)(batch))
-    task = loop.create_task(apublish_many(batch))
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
-    return len(batch)
+    return _from_sync(apublish_many, batch, scheduled=len(batch))
 
 
 def publish(stream: str, event: str, data: Any, *, offset: int | None = None) -> bool:
@@ -132,14 +141,7 @@ def publish(stream: str, event: str, data: Any, *, offset: int | None = None) ->
     their order. Called on an event-loop thread it cannot block, so it schedules the publish
     on that loop and returns True.
     """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return bool(async_to_sync(apublish)(stream, event, data, offset=offset))
-    task = loop.create_task(apublish(stream, event, data, offset=offset))
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
-    return True
+    return _from_sync(apublish, stream, event, data, offset=offset, scheduled=True)
 
 
 async def arevoke(stream: str, user_id: int, detail: str) -> bool:
@@ -167,11 +169,4 @@ async def arevoke(stream: str, user_id: int, detail: str) -> bool:
 
 def revoke(stream: str, user_id: int, detail: str) -> bool:
     """Synchronous ``arevoke``, with ``publish``'s threading rules."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return bool(async_to_sync(arevoke)(stream, user_id, detail))
-    task = loop.create_task(arevoke(stream, user_id, detail))
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
-    return True
+    return _from_sync(arevoke, stream, user_id, detail, scheduled=True)

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.dispatch import receiver
 
 from . import signals
-from .conf import rt_settings
+from .conf import redis_prefix, rt_settings
 from .lease import WORKER_ID
 
 #: Internal stream announcing that the shared worker numbers changed.
@@ -160,7 +160,7 @@ def get_store() -> Store:
     global _store
     if _store is None:
         if settings.REDIS_URL:
-            prefix = settings.CHANNEL_LAYERS["default"]["CONFIG"].get("prefix", "townsquare")
+            prefix = redis_prefix()
             _store = RedisStore(settings.REDIS_URL, prefix)
         else:
             _store = MemoryStore()
