@@ -35,13 +35,16 @@ async def open_socket(
     origin: str | None = None,
 ) -> ClientConnection:
     headers = {"Cookie": cookie} if cookie else {}
-    return await connect(
+    ws = await connect(
         server.ws + path,
         origin=origin or server.origin,  # type: ignore[arg-type]
         additional_headers=headers,
         subprotocols=subprotocols,  # type: ignore[arg-type]
         open_timeout=5,
     )
+    # A fresh stash: ids of closed sockets are reused, and their events must not leak over.
+    _stash[id(ws)] = []
+    return ws
 
 
 async def recv(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
