@@ -6,7 +6,7 @@ from functools import partial
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 
 from realtime.publish import publish
 
@@ -22,6 +22,31 @@ def _user_data(user: User) -> dict[str, object]:
     return {"id": user.pk, "username": user.get_username()}
 
 
+def _take_offset(room_id: int) -> tuple[int, bool]:
+    """Increment the room's ``last_offset`` inside the caller's transaction; return the new
+    offset and whether the room is private.
+
+    One ``UPDATE ... RETURNING`` statement (PostgreSQL; SQLite 3.35+) instead of a locking
+    read and a write: the row stays locked (PostgreSQL) or the database write-locked
+    (SQLite) until the transaction ends, so the offsets of one room are gapless and unique,
+    and a rollback gives the offset back. The ORM's ``update()`` returns no values, hence SQL.
+
+    Raises:
+        Room.DoesNotExist: no such room.
+    """
+    table = connection.ops.quote_name(Room._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_offset = last_offset + 1 WHERE id = %s"
+            " RETURNING last_offset, is_private",
+            [room_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Room.DoesNotExist(f"no room {room_id}")
+    return int(row[0]), bool(row[1])
+
+
 def message_create(
     *,
     user: AbstractBaseUser | AnonymousUser,
@@ -32,7 +57,9 @@ def message_create(
     """Store a message and publish ``chat.message`` on ``chat:room:<id>`` after commit.
 
     The room row is locked (PostgreSQL) or the database write-locked (SQLite, IMMEDIATE
-    transactions) while its ``last_offset`` is incremented, so offsets are gapless and unique.
+    transactions) from the increment of its ``last_offset`` to the commit, so offsets are
+    gapless and unique. Four statements: the increment, the membership check of a private
+    room, the insert, the commit.
 
     Raises:
         ValidationError: ``text`` is not a non-blank string of at most 4,000 characters, or
@@ -53,21 +80,23 @@ def message_create(
         raise PermissionDenied("sign in to send messages")
     assert isinstance(user, User)
     with transaction.atomic():
-        room = Room.objects.select_for_update().get(pk=room_id)
-        if room.is_private and not room_is_member(user=user, room=room):
-            raise PermissionDenied("this room is private to its members")
-        room.last_offset += 1
-        room.save(update_fields=["last_offset"])
-        message = Message.objects.create(
-            room=room, author=user, text=text, offset=room.last_offset, client_id=client_id
+        offset, is_private = _take_offset(room_id)
+        if (
+            is_private
+            and not Room.members.through.objects.filter(room_id=room_id, user_id=user.pk).exists()
+        ):
+            raise PermissionDenied("this room is private to its members")  # rolls back
+        message = Message(
+            room_id=room_id, author=user, text=text, offset=offset, client_id=client_id
         )
+        message.save(force_insert=True)
         transaction.on_commit(
             partial(
                 publish,
-                room.stream,
+                f"chat:room:{room_id}",
                 "chat.message",
                 message_event_data(message),
-                offset=message.offset,
+                offset=offset,
             )
         )
     return message

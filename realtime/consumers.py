@@ -31,7 +31,7 @@ from django.db import DatabaseError
 from . import metrics, presence, registry, signals
 from .conf import rt_settings
 from .hub import Frame, Hub, Renderer, get_hub
-from .middleware import SUBPROTOCOL
+from .middleware import SERVER_SEND_KEY, SUBPROTOCOL
 from .outbox import Outbox
 from .protocol import CloseCode, ErrorCode, ProtocolError, encode_ack, encode_error, encode_event
 from .publish import apublish
@@ -288,8 +288,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.limits = limits
         self.hub = get_hub()
         self.subscriptions = {}
+        # Frames go straight to the server's send: Channels' session wrapper around it acts
+        # only on HTTP responses (realtime.middleware.ServerSendMiddleware).
         self.outbox = Outbox(
-            self.base_send, max_bytes=limits.OUTBOX_MAX_BYTES, on_overflow=self._on_overflow
+            self.scope.get(SERVER_SEND_KEY) or self.base_send,
+            max_bytes=limits.OUTBOX_MAX_BYTES,
+            on_overflow=self._on_overflow,
         )
         self._tokens = float(limits.FRAME_BURST)
         self._refilled = time.monotonic()
@@ -305,7 +309,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             subprotocol = SUBPROTOCOL
         await super().accept(subprotocol, headers)
         self.accepted = True
-        self.outbox.start()
         metrics.socket_opened()
         signals.socket_opened.send(sender=type(self), consumer=self)
         logger.info(

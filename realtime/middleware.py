@@ -1,4 +1,5 @@
-"""ASGI middleware that signs a socket in by JWT, from a subprotocol or the query string."""
+"""ASGI middleware of the WebSocket stack: the server's own ``send`` for the fan-out, and
+sign-in by JWT from a subprotocol or the query string."""
 
 from __future__ import annotations
 
@@ -15,6 +16,25 @@ from .tokens import TokenError, user_from_token
 #: so the token itself is never echoed back.
 SUBPROTOCOL = "townsquare"
 BEARER_PREFIX = "bearer."
+#: Scope key under which ``ServerSendMiddleware`` leaves the server's ``send`` callable.
+SERVER_SEND_KEY = "townsquare.server_send"
+
+
+class ServerSendMiddleware:
+    """Outermost WebSocket middleware: keep the server's ``send`` in the scope.
+
+    Channels' ``SessionMiddleware`` wraps ``send`` to save a modified session on
+    ``http.response.start``; a WebSocket never sends one, so after the handshake the wrapper
+    only costs a coroutine and two attribute reads on every frame. The consumer's outbox
+    writes its frames with ``scope[SERVER_SEND_KEY]`` instead (the handshake and a refusal
+    still go through the wrapped ``send``).
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        return await self.inner({**scope, SERVER_SEND_KEY: send}, receive, send)
 
 
 def token_from_scope(scope: dict[str, Any]) -> str | None:

@@ -1,9 +1,10 @@
 """ASGI entry point: HTTP through Django, WebSockets through Channels.
 
 The lifespan middleware starts the background services (worker stats, and on the leader
-the feed ticker and the dashboard publisher) with the server. WebSocket connections pass
-the origin check (``AllowedHostsOriginValidator``: the Origin
-header must name one of ``ALLOWED_HOSTS``), then session auth, then token auth.
+the feed ticker and the dashboard publisher) with the server. WebSocket connections keep
+the server's ``send`` for the fan-out (``ServerSendMiddleware``), pass the origin check
+(``AllowedHostsOriginValidator``: the Origin header must name one of ``ALLOWED_HOSTS``),
+then session auth, then token auth.
 """
 
 import os
@@ -19,15 +20,17 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from realtime.lifespan import LifespanMiddleware  # noqa: E402
-from realtime.middleware import TokenAuthMiddleware  # noqa: E402
+from realtime.middleware import ServerSendMiddleware, TokenAuthMiddleware  # noqa: E402
 from townsquare.routing import websocket_urlpatterns  # noqa: E402
 
 application = LifespanMiddleware(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(
-                AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+            "websocket": ServerSendMiddleware(
+                AllowedHostsOriginValidator(
+                    AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
+                )
             ),
         }
     )

@@ -100,6 +100,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "timeout": 20,
         }
     )
+    # Keep each thread's connection open. Under ASGI every socket action and sync view runs
+    # on asgiref's one thread-sensitive thread, so this is one connection per process, not
+    # one per request; opening and closing it around each action (Django's default, 0) was
+    # a fifth of the server's CPU in the fan-out benchmark (docs/performance.md).
+    # ?conn_max_age= in DATABASE_URL overrides it.
+    DATABASES["default"].setdefault("CONN_MAX_AGE", None)
     # Tests use a file too, not shared-cache memory: that uses table locks, not WAL, so it
     # cannot show how concurrent writers behave.
     DATABASES["default"].setdefault("TEST", {}).setdefault(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -63,8 +64,12 @@ def communicator(
     origin: bytes | None = ORIGIN,
     cookie: str | None = None,
     subprotocols: list[str] | None = None,
+    app: Any = None,
 ) -> WebsocketCommunicator:
     from townsquare.asgi import application
+
+    if app is not None:
+        application = app
 
     headers: list[tuple[bytes, bytes]] = []
     if origin is not None:
@@ -93,6 +98,26 @@ async def ws() -> AsyncIterator[WebsocketCommunicator]:
     assert connected
     yield comm
     await comm.disconnect()
+
+
+class StalledServer:
+    """The project's ASGI app behind a server whose socket can stop writing: while
+    ``flowing`` is clear, each ``send`` waits, as uvicorn's does while the transport is
+    paused (a client that stopped reading and filled the kernel's buffers)."""
+
+    def __init__(self) -> None:
+        from townsquare.asgi import application
+
+        self.app = application
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def paused_send(message: dict[str, Any]) -> None:
+            await self.flowing.wait()
+            await send(message)
+
+        await self.app(scope, receive, paused_send)
 
 
 async def send(comm: WebsocketCommunicator, frame: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ from realtime.publish import apublish
 from realtime.registry import Event
 from realtime.tokens import ALGORITHM, ISSUER
 
-from .conftest import LOG, bearer, communicator, receive, send, session_cookie
+from .conftest import LOG, StalledServer, bearer, communicator, receive, send, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -247,18 +247,21 @@ async def test_flood_gets_rate_limited_errors_then_close_4029() -> None:
 
 async def test_slow_reader_is_closed_with_4008_and_its_queue_dropped() -> None:
     limits = {**settings.TOWNSQUARE_REALTIME, "OUTBOX_MAX_BYTES": 5000}
+    server = StalledServer()
     with override_settings(TOWNSQUARE_REALTIME=limits):
-        comm = communicator()
+        comm = communicator(app=server)
         assert (await comm.connect())[0]
         await send(comm, {"type": "subscribe", "stream": "test:open:slow"})
-        await receive(comm)
-        await receive(comm)
+        assert (await receive(comm))["type"] == "ack"
+        assert (await receive(comm))["event"] == "test.snapshot"
         text = encode_event("test:open:slow", "test.big", {"pad": "x" * 1000})
         hub = get_hub()
-        # Synchronous deliveries with no await in between: the writer cannot drain, as with a
-        # client that stopped reading.
+        # The client stops reading: the server's send blocks. The first frame's send waits,
+        # the next ones queue until the 5,000-byte bound is passed.
+        server.flowing.clear()
         for _ in range(10):
             hub.deliver(Frame("test:open:slow", None, text))
+        server.flowing.set()
         outputs = []
         while True:
             output = await comm.receive_output(timeout=2)
@@ -266,8 +269,26 @@ async def test_slow_reader_is_closed_with_4008_and_its_queue_dropped() -> None:
             if output["type"] == "websocket.close":
                 break
         assert outputs[-1]["code"] == 4008
-        assert len(outputs) < 10
+        assert outputs[-1]["reason"] == "slow reader: output buffer full"
+        # Nothing queued after the overflow was sent: at most the frame already in send.
+        assert len(outputs) <= 2
         await comm.disconnect()
+
+
+async def test_a_reader_that_keeps_up_gets_every_frame_written_at_once() -> None:
+    comm = communicator()
+    assert (await comm.connect())[0]
+    await send(comm, {"type": "subscribe", "stream": "test:open:fast"})
+    assert (await receive(comm))["type"] == "ack"
+    await receive(comm)
+    hub = get_hub()
+    for n in range(200):
+        hub.deliver(Frame("test:open:fast", None, encode_event("test:open:fast", "e", {"n": n})))
+    # Written inside deliver(), with no task in between: all 200 are already out.
+    assert comm.output_queue.qsize() == 200
+    received = [await receive(comm) for _ in range(200)]
+    assert [f["data"]["n"] for f in received] == list(range(200))
+    await comm.disconnect()
 
 
 async def test_foreign_or_missing_origin_is_refused() -> None:

@@ -37,9 +37,9 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=1)
         parser.add_argument(
             "--ws",
-            default="websockets-sansio",
+            default=os.environ.get("SERVE_WS", "websockets-sansio"),
             choices=["websockets-sansio", "websockets", "wsproto"],
-            help="uvicorn's WebSocket implementation",
+            help="uvicorn's WebSocket implementation (default: $SERVE_WS or websockets-sansio)",
         )
         parser.add_argument("--no-access-log", action="store_true")
 
