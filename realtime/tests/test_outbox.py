@@ -162,9 +162,12 @@ async def test_a_send_that_returns_another_kind_of_awaitable_still_delivers_in_o
 
     def send(message: dict[str, Any]) -> asyncio.Future[None]:
         future = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().call_soon(
-            lambda: (sent.append(message.get("text", message)), future.set_result(None))
-        )
+
+        def written() -> None:
+            sent.append(message.get("text", message))
+            future.set_result(None)
+
+        asyncio.get_running_loop().call_soon(written)
         return future
 
     box = Outbox(send, max_bytes=1000, on_overflow=lambda: None)
