@@ -49,6 +49,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,8 @@ PYTHON = sys.executable
 SECRET_KEY = "bench-run-secret-key-not-for-production-0123456789abcdefghijkl"
 BENCH_PASSWORD = "bench-password-0123456789"
 SERVERS = ("seed", "limit", "townsquare")
+#: uvicorn's WebSocket implementations, compared by the ``impl`` scenario.
+WS_IMPLEMENTATIONS = ("websockets-sansio", "websockets", "wsproto")
 
 
 # --- configuration --------------------------------------------------------------------------
@@ -367,7 +370,8 @@ class Townsquare:
         """The channel layer's backend class, as the setup script saw the settings."""
         return str(json.loads(self.config.read_text()).get("channel_layer", "?"))
 
-    def start(self, workers: int = 1) -> Running:
+    def start(self, workers: int = 1, env: dict[str, str] | None = None) -> Running:
+        """Start ``workers`` serve processes; ``env`` adds to the deployment's environment."""
         procs, ports = [], []
         for i in range(workers):
             port = free_port()
@@ -376,7 +380,7 @@ class Townsquare:
                 start(
                     pinned(0, [PYTHON, "manage.py", "serve", "--port", str(port)]),
                     cwd=ROOT,
-                    env=self.env,
+                    env={**self.env, **(env or {})},
                     log=log,
                 )
             )
@@ -740,7 +744,7 @@ def brief(scenario: str, r: dict[str, Any]) -> str:
     if not r.get("ok"):
         return f"FAILED: {r.get('error')}"
     gen = f"gen {r.get('gen_cpu_pct') or 0:.0f}% srv {r.get('server_cpu_pct') or 0:.0f}%"
-    if scenario.startswith(("s1", "sweep", "s5-s1")):
+    if scenario.startswith(("s1", "sweep", "s5-s1", "impl")):
         return (
             f"{r['deliveries_per_s']:,.0f} deliveries/s, loss {r['loss']}, "
             f"{r.get('server_us_per_delivery') or 0:.1f} µs/delivery, {gen}"
@@ -864,6 +868,18 @@ def run_plan(args: argparse.Namespace, p: Profile, work: Workdir, res: Results) 
                     res.run("s4", name, fresh, "s4", 0, **s4)
                 finally:
                     fresh.stop()
+
+    if "impl" in scenarios and ts is not None:
+        # The same S1 load on each of uvicorn's WebSocket implementations (serve --ws, here
+        # through SERVE_WS): the default of `serve` and `./run` is the fastest correct one.
+        print("[townsquare by WebSocket implementation]", flush=True)
+        for impl in WS_IMPLEMENTATIONS:
+            live = Live(f"townsquare@{impl}", partial(ts.start, env={"SERVE_WS": impl}))
+            try:
+                for _ in range(p.repeats):
+                    res.run(f"impl-{impl}", "townsquare", live, "s1", expected_seconds(s1), **s1)
+            finally:
+                live.stop()
 
     if "s5" in scenarios and "townsquare" in args.servers:
         print("[townsquare-2w]", flush=True)
@@ -1013,6 +1029,26 @@ def targets(res: Results) -> dict[str, tuple[str, bool | None]]:
             met,
         )
     return out
+
+
+def implementation_table(res: Results) -> str:
+    """S1 on Townsquare under each of uvicorn's WebSocket implementations (``impl``)."""
+    lines = []
+    for impl in WS_IMPLEMENTATIONS:
+        runs = res.runs.get((f"impl-{impl}", "townsquare"), [])
+        rate = values(res, f"impl-{impl}", "townsquare", "deliveries_per_s")
+        cost = values(res, f"impl-{impl}", "townsquare", "server_us_per_delivery")
+        if runs:
+            lines.append(
+                f"  {impl:<19}{cell(rate, '{:,.0f}'):<30}{cell(cost, '{:.2f}'):<24}"
+                f"loss {sum(r.get('loss', 0) or 0 for r in runs)}"
+            )
+    if not lines:
+        return ""
+    head = "S1 on Townsquare by uvicorn WebSocket implementation (serve --ws):"
+    return "\n".join(
+        [head, f"  {'implementation':<19}{'deliveries/s':<30}{'server µs/delivery':<24}", *lines]
+    )
 
 
 def table(res: Results) -> tuple[str, list[dict[str, Any]]]:
@@ -1215,15 +1251,19 @@ BENCH_DEPENDENCIES = {
     "websockets": "websockets>=14",
     "psutil": "psutil>=6.0",
     "matplotlib": "matplotlib>=3.8",
+    "wsproto": "wsproto>=1.2",
 }
 
 
-def ensure_dependencies() -> None:
+def ensure_dependencies(*, profile: bool = False) -> None:
     """Install the ``bench`` extra's missing packages into this venv (as ``./run`` installs
-    the project's), so that the command works from a fresh clone; outside a venv, say how."""
+    the project's), so that the command works from a fresh clone; outside a venv, say how.
+    py-spy (a program, not a module) only when ``--profile`` needs it."""
     import importlib.util
 
     missing = [d for m, d in BENCH_DEPENDENCIES.items() if importlib.util.find_spec(m) is None]
+    if profile and py_spy() is None:
+        missing.append("py-spy>=0.4")
     if not missing:
         return
     if sys.prefix == sys.base_prefix:
@@ -1247,7 +1287,9 @@ def main(argv: list[str] | None = None) -> int:
         "--servers", default=",".join(SERVERS), help="subset of seed,limit,townsquare"
     )
     parser.add_argument(
-        "--scenarios", default="s1,s2,s3,s4,s5,sweep", help="subset of s1,s2,s3,s4,s5,sweep"
+        "--scenarios",
+        default="s1,s2,s3,s4,s5,sweep,impl",
+        help="subset of s1,s2,s3,s4,s5,sweep,impl",
     )
     parser.add_argument("--repeats", type=int, default=0, help="override the mode's repeats")
     parser.add_argument(
@@ -1272,7 +1314,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     args.env = dict(item.split("=", 1) for item in args.env)
-    ensure_dependencies()
+    ensure_dependencies(profile=args.profile)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     args.scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     profile = QUICK if args.quick else FULL
@@ -1315,6 +1357,9 @@ def main(argv: list[str] | None = None) -> int:
         work.cleanup()
 
     text, rows = table(res)
+    impls = implementation_table(res)
+    if impls:
+        text += "\n\n" + impls
     costs = cost_model(res, profile)
     if costs:
         text += "\n\nServer CPU per message = fixed + per recipient × room size (S1 + sweep fit):"

@@ -288,8 +288,8 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self.limits = limits
         self.hub = get_hub()
         self.subscriptions = {}
-        # Frames go straight to the server's send: Channels' session wrapper around it acts
-        # only on HTTP responses (realtime.middleware.ServerSendMiddleware).
+        # Frames go straight to the server's send, past any wrapper a middleware put around
+        # it (realtime.middleware.SocketAuthMiddleware).
         self.outbox = Outbox(
             self.scope.get(SERVER_SEND_KEY) or self.base_send,
             max_bytes=limits.OUTBOX_MAX_BYTES,
@@ -300,7 +300,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         self._drops = 0
         self.connected_at = time.monotonic()
         self.socket_id = presence.new_socket_id()
-        self._side_tasks: set[asyncio.Task[Any]] = set()
         await self.connect()
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
@@ -551,9 +550,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     def _on_revoke(self, stream: str, detail: str) -> None:
         # Called by the hub (no await there): end the subscription in a task of our own.
-        task = asyncio.get_running_loop().create_task(self._revoked(stream, detail))
-        self._side_tasks.add(task)
-        task.add_done_callback(self._side_tasks.discard)
+        self.hub.spawn(self._revoked(stream, detail))
 
     async def _revoked(self, stream: str, detail: str) -> None:
         if await self.close_subscription(stream):

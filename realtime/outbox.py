@@ -80,7 +80,8 @@ class Outbox:
         self._send = send
         self._max_bytes = max_bytes
         self._on_overflow = on_overflow
-        self._queue: deque[str] = deque()
+        # Created with the first writer task: an idle socket's deque would cost 0.6 KiB.
+        self._queue: deque[str] | None = None
         self._bytes = 0
         # The writer task, while one is needed (a send suspended, or frames are queued).
         self._writer: asyncio.Task[None] | None = None
@@ -109,14 +110,15 @@ class Outbox:
         """
         if self.overflowed or self._closing is not None or self._failed:
             return False
-        if self._writer is None:
+        queue = self._queue
+        if self._writer is None or queue is None:
             self._write_now({"type": "websocket.send", "text": text})
             return not self._failed
-        self._queue.append(text)
+        queue.append(text)
         self._bytes += len(text)
         if self._bytes > self._max_bytes:
             self.overflowed = True
-            self._queue.clear()
+            queue.clear()
             self._bytes = 0
             self._on_overflow()
             return False
@@ -150,7 +152,8 @@ class Outbox:
 
     async def abort(self, code: int, reason: str = "") -> None:
         """Drop what is queued and close now, even if a send is stuck under backpressure."""
-        self._queue.clear()
+        if self._queue:
+            self._queue.clear()
         self._bytes = 0
         self._closing = {"type": "websocket.close", "code": code, "reason": reason}
         await self.stop()
@@ -177,7 +180,7 @@ class Outbox:
         # send returns some other awaitable (granian's) gets the writer task for each frame.
         awaitable = self._send(message)
         if type(awaitable) is not types.CoroutineType:
-            self._writer = asyncio.get_running_loop().create_task(self._run(awaitable, None))
+            self._start_writer(awaitable, None)
             return
         coro = awaitable
         try:
@@ -188,12 +191,18 @@ class Outbox:
             self._fail(exc)
             return
         self._inflight = coro
-        self._writer = asyncio.get_running_loop().create_task(self._run(coro, blocked_on))
+        self._start_writer(coro, blocked_on)
+
+    def _start_writer(self, first: Awaitable[Any], blocked_on: Any) -> None:
+        if self._queue is None:
+            self._queue = deque()
+        self._writer = asyncio.get_running_loop().create_task(self._run(first, blocked_on))
 
     async def _run(self, first: Awaitable[Any], blocked_on: Any) -> None:
         # ``first``: the send that put() started and that suspended on ``blocked_on``, or
         # (blocked_on None) an awaitable send not started yet.
         queue, send = self._queue, self._send
+        assert queue is not None
         try:
             try:
                 if self._inflight is first:
@@ -226,5 +235,6 @@ class Outbox:
     def _fail(self, exc: Exception) -> None:
         logger.debug("outbox: send failed, dropping output: %r", exc)
         self._failed = True
-        self._queue.clear()
+        if self._queue:
+            self._queue.clear()
         self._bytes = 0

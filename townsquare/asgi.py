@@ -1,10 +1,9 @@
 """ASGI entry point: HTTP through Django, WebSockets through Channels.
 
 The lifespan middleware starts the background services (worker stats, and on the leader
-the feed ticker and the dashboard publisher) with the server. WebSocket connections keep
-the server's ``send`` for the fan-out (``ServerSendMiddleware``), pass the origin check
-(``AllowedHostsOriginValidator``: the Origin header must name one of ``ALLOWED_HOSTS``),
-then session auth, then token auth.
+the feed ticker and the dashboard publisher) with the server. WebSocket connections pass
+the origin check (``AllowedHostsOriginValidator``: the Origin header must name one of
+``ALLOWED_HOSTS``), then sign-in by token or session (``SocketAuthMiddleware``).
 """
 
 import os
@@ -15,22 +14,19 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "townsquare.settings")
 # Set up Django (and the app registry) before importing consumers that import models.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from realtime.lifespan import LifespanMiddleware  # noqa: E402
-from realtime.middleware import ServerSendMiddleware, TokenAuthMiddleware  # noqa: E402
+from realtime.middleware import SocketAuthMiddleware  # noqa: E402
 from townsquare.routing import websocket_urlpatterns  # noqa: E402
 
 application = LifespanMiddleware(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": ServerSendMiddleware(
-                AllowedHostsOriginValidator(
-                    AuthMiddlewareStack(TokenAuthMiddleware(URLRouter(websocket_urlpatterns)))
-                )
+            "websocket": AllowedHostsOriginValidator(
+                SocketAuthMiddleware(URLRouter(websocket_urlpatterns))
             ),
         }
     )
