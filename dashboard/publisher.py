@@ -8,6 +8,7 @@ wins, and a burst of a thousand writes costs a handful of frames. The loop also 
 second, since the per-second chart and the "last minute" counters move with time: an open
 dashboard gets a frame about every 1.5 s even when nothing happens (the chart keeps
 scrolling), and never more than the configured rate. Identical snapshots are not sent twice.
+While nobody watches (the ``dashboard`` stream's presence is empty) nothing is computed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 
+from realtime import presence
 from realtime.hub import Frame, get_hub
 from realtime.publish import apublish
 from realtime.workers import WORKERS_STREAM
@@ -38,6 +40,14 @@ class _Wake:
         self.event.set()
 
 
+async def _watched() -> bool:
+    """True when someone, on any worker, is subscribed to the dashboard (its presence)."""
+    try:
+        return bool(await presence.online(DASHBOARD_STREAM))
+    except Exception:  # the presence store is down: compute, as before it existed
+        return True
+
+
 async def run_dashboard_publisher() -> None:
     """Background service (leader only)."""
     hub = get_hub()
@@ -52,6 +62,12 @@ async def run_dashboard_publisher() -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(dirty.wait(), timeout=1.0)
             dirty.clear()
+            if not await _watched():
+                # Nobody would see it: the snapshot's queries (tens of ms with many recent
+                # messages, on the thread every socket's database work shares) are skipped.
+                # A viewer who arrives gets a fresh snapshot on subscribe.
+                last = None
+                continue
             snapshot = await build_snapshot()
             comparable = {k: v for k, v in snapshot.items() if k != "at"}
             if comparable != last:

@@ -1,7 +1,8 @@
 """The ``dashboard`` and ``feed`` streams.
 
 ``dashboard`` (signed-in users): ``dashboard.update`` with ``build_snapshot()``'s data, as a
-snapshot on subscribe and then at most ``DASHBOARD_MAX_UPDATES_PER_SECOND`` times a second.
+snapshot on subscribe and then at most ``DASHBOARD_MAX_UPDATES_PER_SECOND`` times a second
+while anyone watches; with presence (``presence.state``, ``presence.join``/``leave``).
 ``feed`` (anyone, as seed 000's page): ``feed.count {value}`` on every new record (and as a
 snapshot), ``feed.state {on, records}`` when the switch flips.
 """
@@ -36,5 +37,9 @@ def snapshot_feed(user: AnyUser, key: str) -> list[Event]:
     return [Event("feed.count", {"value": state["records"], "on": state["on"]})]
 
 
-register_stream("dashboard", authorize=authorize_dashboard, snapshot=snapshot_dashboard)
+# presence=True: the leader's publisher asks who is watching, and computes nothing for
+# nobody (dashboard.publisher).
+register_stream(
+    "dashboard", authorize=authorize_dashboard, snapshot=snapshot_dashboard, presence=True
+)
 register_stream("feed", authorize=authorize_feed, snapshot=snapshot_feed)
