@@ -23,6 +23,7 @@ from realtime.protocol import CloseCode, ErrorCode, ProtocolError, dumps
 
 from . import selectors, services
 from .models import Room
+from .writer import get_writer
 
 
 def render_seed_message(frame: Frame) -> str | None:
@@ -67,6 +68,4 @@ class SeedChatConsumer(RealtimeConsumer):
         """``{"message": str}`` → store and publish; the echo comes back as a room event."""
         if "message" not in frame:
             raise ProtocolError(ErrorCode.INVALID, 'a seed chat frame is {"message": str}')
-        await database_sync_to_async(services.message_create)(
-            user=self.user, room_id=self.room_id, text=frame["message"]
-        )
+        await get_writer().write(user=self.user, room_id=self.room_id, text=frame["message"])

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.db import database_sync_to_async
-
 from realtime.consumers import ActionContext
 from realtime.protocol import ErrorCode, ProtocolError
 from realtime.registry import AnyUser, Event, action, register_stream
 
-from . import selectors, services
+from . import selectors
 from .models import Room
+from .writer import get_writer
 
 
 def _room_id(key: str) -> int:
@@ -61,7 +60,9 @@ register_stream(
 )
 
 
-@action("chat.send")
+# Pipelined: the socket goes on reading while its message waits for the group commit
+# (chat.writer), so the messages a sender has in flight are written together, in order.
+@action("chat.send", pipelined=True)
 async def send_message(ctx: ActionContext, frame: dict[str, Any]) -> dict[str, Any]:
     """``chat.send {room: int, text: str, client_id?: str}`` → ``ack {client_id, stream, id,
     offset}``; the message itself arrives as a ``chat.message`` event on the room's stream.
@@ -74,7 +75,7 @@ async def send_message(ctx: ActionContext, frame: dict[str, Any]) -> dict[str, A
         raise ProtocolError(ErrorCode.INVALID, "room must be an integer room id")
     if not ctx.user.is_authenticated:
         raise ProtocolError(ErrorCode.UNAUTHENTICATED, "sign in to send messages")
-    message = await database_sync_to_async(services.message_create)(
+    message = await get_writer().write(
         user=ctx.user, room_id=room_id, text=frame.get("text"), client_id=frame.get("client_id")
     )
     return {

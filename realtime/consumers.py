@@ -595,6 +595,11 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         return True
 
 
+#: Pipelined actions (``registry.register_action(..., pipelined=True)``) one socket may have
+#: in flight before it stops reading frames until one of them is answered.
+MAX_PIPELINED = 64
+
+
 class StreamConsumer(RealtimeConsumer):
     """``/ws/``: many streams over one socket, in the protocol of docs/protocol.md.
 
@@ -603,6 +608,9 @@ class StreamConsumer(RealtimeConsumer):
     code ``unauthenticated`` and ``reason`` ``token_expired`` or ``token_invalid``, then
     close 4001.
     """
+
+    #: Pipelined actions of this socket still running (created with the first one).
+    _inflight: set[asyncio.Task[None]] | None = None
 
     async def connect(self) -> None:
         """Accept; or accept, explain and close with 4001 when the offered token was refused."""
@@ -624,8 +632,43 @@ class StreamConsumer(RealtimeConsumer):
         handler = registry.get_action(type_)
         if handler is None:
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {type_!r}")
+        if registry.is_pipelined(type_):
+            await self._pipeline(handler, frame, type_)
+            return
         result = await handler(ActionContext(user=self.user, consumer=self), frame)
         self.send_text(encode_ack(frame.get("ref"), type_, **result), "ack")
+
+    async def _pipeline(
+        self, handler: registry.ActionHandler, frame: dict[str, Any], type_: str
+    ) -> None:
+        # Start the action and return to read the next frame; past MAX_PIPELINED actions in
+        # flight, wait for one to finish first (the client's frames then back up into TCP).
+        inflight = self._inflight
+        if inflight is None:
+            inflight = self._inflight = set()
+        task = asyncio.get_running_loop().create_task(self._answer(handler, frame, type_))
+        inflight.add(task)
+        task.add_done_callback(inflight.discard)
+        if len(inflight) >= MAX_PIPELINED:
+            await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _answer(
+        self, handler: registry.ActionHandler, frame: dict[str, Any], type_: str
+    ) -> None:
+        ref = frame.get("ref")
+        try:
+            result = await handler(ActionContext(user=self.user, consumer=self), frame)
+        except Exception as exc:
+            mapped = error_for_exception(exc)
+            if mapped is None:
+                logger.exception("action %s failed on a bug; closing the socket", type_)
+                await self.abort(CloseCode.INTERNAL_ERROR, "internal error")
+                return
+            if mapped[0] == ErrorCode.UNAVAILABLE:
+                logger.warning("frame failed on a dependency: %r", exc)
+            await self.send_error(mapped[0], mapped[1], ref=ref)
+            return
+        self.send_text(encode_ack(ref, type_, **result), "ack")
 
     def frame_type(self, frame: dict[str, Any]) -> str:
         """The frame's ``type`` if the server knows it, ``unknown`` for other strings,

@@ -32,6 +32,9 @@ class CloseCode(IntEnum):
 
     #: A client frame was larger than ``MAX_FRAME_BYTES`` (RFC 6455 "message too big").
     MESSAGE_TOO_BIG = 1009
+    #: The server failed on a bug while handling a frame (RFC 6455 "internal error"); the
+    #: error is in the server's log.
+    INTERNAL_ERROR = 1011
     #: The credentials offered (token) were invalid or expired; get a new token, then reconnect.
     UNAUTHENTICATED = 4001
     #: The endpoint needs a signed-in user or a membership the user does not have.

@@ -76,6 +76,7 @@ ActionHandler = Callable[["ActionContext", dict[str, Any]], Awaitable[dict[str, 
 
 _kinds: dict[str, StreamKind] = {}
 _actions: dict[str, ActionHandler] = {}
+_pipelined: set[str] = set()
 
 # Frame types the core itself handles; apps may not take them.
 RESERVED_TYPES = frozenset({"subscribe", "unsubscribe", "ping", "typing"})
@@ -103,21 +104,36 @@ def register_stream(
     return kind
 
 
-def register_action(type_: str, handler: ActionHandler) -> None:
-    """Register the async handler of the client frame type ``type_`` (e.g. ``chat.send``)."""
+def register_action(type_: str, handler: ActionHandler, *, pipelined: bool = False) -> None:
+    """Register the async handler of the client frame type ``type_`` (e.g. ``chat.send``).
+
+    ``pipelined``: the socket reads its next frames while this one is handled (its ``ack``
+    or ``error`` may then follow the answers to frames sent after it). For actions whose
+    work queues somewhere that keeps the socket's order anyway, such as the chat's group
+    commit: a sender with many messages in flight then has them written together.
+    """
     if type_ in RESERVED_TYPES:
         raise ValueError(f"{type_!r} is a core frame type")
     _actions[type_] = handler
+    if pipelined:
+        _pipelined.add(type_)
+    else:
+        _pipelined.discard(type_)
 
 
-def action(type_: str) -> Callable[[ActionHandler], ActionHandler]:
+def action(type_: str, *, pipelined: bool = False) -> Callable[[ActionHandler], ActionHandler]:
     """Decorator form of ``register_action``."""
 
     def decorate(handler: ActionHandler) -> ActionHandler:
-        register_action(type_, handler)
+        register_action(type_, handler, pipelined=pipelined)
         return handler
 
     return decorate
+
+
+def is_pipelined(type_: str) -> bool:
+    """True if the action ``type_`` was registered with ``pipelined=True``."""
+    return type_ in _pipelined
 
 
 def get_action(type_: str) -> ActionHandler | None:

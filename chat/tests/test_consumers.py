@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -9,6 +12,7 @@ from django.contrib.auth.models import User
 
 from chat import services
 from chat.models import Message
+from chat.writer import get_writer
 from realtime.tests.conftest import communicator, send, session_cookie
 from realtime.tests.conftest import receive as receive_any
 
@@ -186,6 +190,68 @@ async def test_membership_events_reach_subscribers(demo: Demo) -> None:
     )
     assert "offset" not in joined
     await alice.disconnect()
+
+
+async def test_sends_that_queue_behind_a_write_go_in_as_one_batch(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Hold the first batch in the database thread; the sends that arrive meanwhile must go in
+    # together as the second batch, each acked with its own gapless offset, in order.
+    release, entered = threading.Event(), threading.Event()
+    batches: list[list[str]] = []
+    real = services.message_create_many
+
+    def held(batch: list[services.NewMessage]) -> list[Message | Exception]:
+        batches.append([m.text for m in batch])
+        if len(batches) == 1:
+            entered.set()
+            assert release.wait(10)
+        return real(batch)
+
+    monkeypatch.setattr(services, "message_create_many", held)
+    writer = get_writer()
+    alice, bob = await signed_in(demo.alice), await signed_in(demo.bob)
+    stream = f"chat:room:{demo.lobby.pk}"
+    await subscribe(bob, stream)
+    await send(alice, {"type": "chat.send", "room": demo.lobby.pk, "text": "first", "ref": 0})
+    assert await asyncio.to_thread(entered.wait, 5)  # the first write is in the thread
+    for n in range(1, 21):
+        sender = alice if n % 2 else bob
+        await send(sender, {"type": "chat.send", "room": demo.lobby.pk, "text": f"m{n}", "ref": n})
+    for comm in (alice, bob):  # a pong after each socket's sends: they were all read
+        await send(comm, {"type": "ping", "ref": "after"})
+    while (await receive(alice)).get("ref") != "after":
+        pass
+    while (await receive(bob)).get("ref") != "after":
+        pass
+    release.set()
+    acks: dict[int, int] = {}
+    events: list[tuple[int, str]] = []
+    while len(events) < 21:
+        frame = await receive(bob, timeout=5)
+        if frame["type"] == "ack":
+            acks[frame["ref"]] = frame["offset"]
+        elif frame.get("event") == "chat.message":
+            events.append((frame["offset"], frame["data"]["text"]))
+    # Gapless, and each socket's messages in the order it sent them (the two sockets'
+    # frames may interleave either way).
+    assert [offset for offset, _ in events] == list(range(1, 22))
+    assert events[0] == (1, "first")
+    offset_of = {text: offset for offset, text in events}
+    for parity in (1, 0):
+        mine = [offset_of[f"m{n}"] for n in range(1, 21) if n % 2 == parity]
+        assert mine == sorted(mine)
+    assert batches[0] == ["first"]
+    assert sorted(batches[1], key=lambda t: int(t[1:])) == [f"m{n}" for n in range(1, 21)]
+    assert len(batches) == 2
+    while len(acks) < 10:  # bob's own acks (even refs) may trail his events
+        frame = await receive(bob, timeout=5)
+        if frame["type"] == "ack":
+            acks[frame["ref"]] = frame["offset"]
+    assert acks == {n: offset_of[f"m{n}"] for n in range(2, 21, 2)}
+    assert writer.batches >= 2
+    await alice.disconnect()
+    await bob.disconnect()
 
 
 # --- seed endpoints ---------------------------------------------------------------------------

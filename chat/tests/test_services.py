@@ -5,8 +5,9 @@ from __future__ import annotations
 from unittest import mock
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from chat import services
 from chat.models import Message, Room
@@ -36,17 +37,20 @@ def test_a_rolled_back_message_leaves_no_gap(demo: Demo) -> None:
 
 
 def test_publish_happens_after_commit_with_the_offset(demo: Demo) -> None:
-    with mock.patch("chat.services.publish") as publish:
+    with mock.patch("chat.services.publish_many") as publish_many:
         with transaction.atomic():
             message = services.message_create(
                 user=demo.bob, room_id=demo.lobby.pk, text=" hi ", client_id="c-1"
             )
-            publish.assert_not_called()
-        publish.assert_called_once()
-    stream, event, data = publish.call_args.args
-    assert (stream, event) == (f"chat:room:{demo.lobby.pk}", "chat.message")
-    assert publish.call_args.kwargs == {"offset": 1}
-    assert data == {
+            publish_many.assert_not_called()
+        publish_many.assert_called_once()
+    (event,) = publish_many.call_args.args[0]
+    assert (event.stream, event.event, event.offset) == (
+        f"chat:room:{demo.lobby.pk}",
+        "chat.message",
+        1,
+    )
+    assert event.data == {
         "id": message.pk,
         "room": demo.lobby.pk,
         "offset": 1,
@@ -58,11 +62,64 @@ def test_publish_happens_after_commit_with_the_offset(demo: Demo) -> None:
 
 
 def test_nothing_is_published_when_the_transaction_rolls_back(demo: Demo) -> None:
-    with mock.patch("chat.services.publish") as publish:
+    with mock.patch("chat.services.publish_many") as publish_many:
         with pytest.raises(RuntimeError), transaction.atomic():
             services.message_create(user=demo.bob, room_id=demo.lobby.pk, text="x")
             raise RuntimeError
-        publish.assert_not_called()
+        publish_many.assert_not_called()
+
+
+def test_a_batch_is_stored_in_order_with_gapless_offsets_and_one_publish(demo: Demo) -> None:
+    def new(user: User, room: Room, text: str) -> services.NewMessage:
+        return services.message_check(user=user, room_id=room.pk, text=text)
+
+    services.message_create(user=demo.alice, room_id=demo.lobby.pk, text="before")
+    batch = [
+        new(demo.alice, demo.lobby, "l1"),
+        new(demo.bob, demo.random, "r1"),
+        new(demo.carol, demo.staff, "not a member"),  # refused, takes no offset
+        new(demo.bob, demo.lobby, "l2"),
+        new(demo.bob, demo.staff, "s1"),  # a member: stored
+        new(demo.alice, demo.lobby, "l3"),
+    ]
+    batch.append(services.NewMessage(demo.alice, 99999, "nowhere", ""))
+    with mock.patch("chat.services.publish_many") as publish_many:
+        results = services.message_create_many(batch)
+    assert isinstance(results[2], PermissionDenied)
+    assert isinstance(results[6], Room.DoesNotExist)
+    stored = [r for r in results if isinstance(r, Message)]
+    assert [(m.text, m.offset) for m in stored] == [
+        ("l1", 2),
+        ("r1", 1),
+        ("l2", 3),
+        ("s1", 1),
+        ("l3", 4),
+    ]
+    assert all(m.pk is not None for m in stored)
+    assert list(
+        Message.objects.filter(room=demo.lobby).order_by("offset").values_list("offset", "text")
+    ) == [(1, "before"), (2, "l1"), (3, "l2"), (4, "l3")]
+    rooms = dict(Room.objects.values_list("pk", "last_offset"))
+    assert (rooms[demo.lobby.pk], rooms[demo.random.pk], rooms[demo.staff.pk]) == (4, 1, 1)
+    publish_many.assert_called_once()
+    events = publish_many.call_args.args[0]
+    assert [(e.stream, e.offset, e.data["text"]) for e in events] == [
+        (f"chat:room:{m.room_id}", m.offset, m.text) for m in stored
+    ]
+
+
+def test_a_batch_that_fails_in_the_database_stores_nothing(demo: Demo) -> None:
+    batch = [
+        services.message_check(user=demo.alice, room_id=demo.lobby.pk, text=f"m{i}")
+        for i in range(3)
+    ]
+    with (
+        mock.patch.object(Message.objects, "bulk_create", side_effect=DatabaseError("disk")),
+        pytest.raises(DatabaseError),
+    ):
+        services.message_create_many(batch)
+    assert Message.objects.count() == 0
+    assert Room.objects.get(pk=demo.lobby.pk).last_offset == 0
 
 
 @pytest.mark.parametrize(

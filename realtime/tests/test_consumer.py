@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import jwt
 import pytest
@@ -11,8 +13,11 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.test import override_settings
 
+from realtime import registry
+from realtime.consumers import MAX_PIPELINED
 from realtime.hub import Frame, get_hub
 from realtime.protocol import encode_event
 from realtime.publish import apublish
@@ -519,3 +524,64 @@ async def test_without_since_live_frames_are_ordered_from_the_head(
     hub.deliver(_line(2, "two"))
     assert [(await receive(ws))["offset"] for _ in range(2)] == [2, 3]
     assert await ws.receive_nothing(timeout=0.05)
+
+
+# --- pipelined actions ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def gate_action() -> Iterator[asyncio.Event]:
+    """A pipelined ``test.gate`` action that answers ``{n}`` once the event is set;
+    ``{"fail": "bug"}`` raises a bug, ``{"fail": "denied"}`` a PermissionDenied."""
+    gate = asyncio.Event()
+
+    async def handler(ctx: Any, frame: dict[str, Any]) -> dict[str, Any]:
+        if frame.get("fail") == "bug":
+            raise RuntimeError("a bug")
+        if frame.get("fail") == "denied":
+            raise PermissionDenied("no")
+        await gate.wait()
+        return {"n": frame.get("n")}
+
+    registry.register_action("test.gate", handler, pipelined=True)
+    yield gate
+    registry._actions.pop("test.gate", None)
+    registry._pipelined.discard("test.gate")
+
+
+async def test_a_pipelined_action_lets_later_frames_be_answered_first(
+    ws: WebsocketCommunicator, gate_action: asyncio.Event
+) -> None:
+    await send(ws, {"type": "test.gate", "n": 1, "ref": "a"})
+    await send(ws, {"type": "ping", "ref": "p"})
+    assert (await receive(ws))["type"] == "pong"  # answered while test.gate waits
+    await send(ws, {"type": "test.gate", "fail": "denied", "ref": "d"})
+    assert await receive(ws) == {
+        "type": "error",
+        "code": "forbidden",
+        "detail": "no",
+        "ref": "d",
+    }
+    gate_action.set()
+    assert await receive(ws) == {"type": "ack", "ref": "a", "for": "test.gate", "n": 1}
+
+
+async def test_a_socket_stops_reading_past_max_pipelined_actions_in_flight(
+    ws: WebsocketCommunicator, gate_action: asyncio.Event
+) -> None:
+    for n in range(MAX_PIPELINED):
+        await send(ws, {"type": "test.gate", "n": n, "ref": n})
+    await send(ws, {"type": "ping", "ref": "p"})
+    assert await ws.receive_nothing(timeout=0.3)  # the ping waits behind the full pipeline
+    gate_action.set()
+    frames = [await receive(ws) for _ in range(MAX_PIPELINED + 1)]
+    assert [f["ref"] for f in frames if f["type"] == "ack"] == list(range(MAX_PIPELINED))
+    assert [f["ref"] for f in frames if f["type"] == "pong"] == ["p"]
+
+
+async def test_a_bug_in_a_pipelined_action_closes_the_socket_with_1011(
+    ws: WebsocketCommunicator, gate_action: asyncio.Event
+) -> None:
+    await send(ws, {"type": "test.gate", "fail": "bug", "ref": 1})
+    closed = await ws.receive_output(timeout=2)
+    assert closed == {"type": "websocket.close", "code": 1011, "reason": "internal error"}
