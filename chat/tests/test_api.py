@@ -98,7 +98,7 @@ def test_post_message_uses_the_service_and_publishes(
     demo: Demo, django_capture_on_commit_callbacks: Any
 ) -> None:
     with (
-        mock.patch("chat.services.publish") as publish,
+        mock.patch("chat.services.publish_many") as publish_many,
         django_capture_on_commit_callbacks(execute=True),
     ):
         response = client_for(demo.bob).post(
@@ -109,7 +109,12 @@ def test_post_message_uses_the_service_and_publishes(
     assert response.status_code == 201
     body = response.json()
     assert (body["text"], body["offset"], body["client_id"]) == ("over http", 1, "h1")
-    assert publish.call_args.args[:2] == (f"chat:room:{demo.lobby.pk}", "chat.message")
+    (event,) = publish_many.call_args.args[0]
+    assert (event.stream, event.event, event.offset) == (
+        f"chat:room:{demo.lobby.pk}",
+        "chat.message",
+        1,
+    )
 
 
 @pytest.mark.parametrize("payload", [{}, {"text": ""}, {"text": "x" * 4001}, {"text": ["x"]}])
