@@ -242,12 +242,14 @@ class Meter:
     def __init__(self, pids: Sequence[int]) -> None:
         self.procs = [psutil.Process(p) for p in pids]
 
-    def server_cpu(self) -> float:
-        total = 0.0
+    def server_cpu(self) -> tuple[float, float]:
+        """User + system CPU seconds of the server processes, and the system part alone."""
+        total = system = 0.0
         for p in self.procs:
             t = p.cpu_times()
             total += t.user + t.system
-        return total
+            system += t.system
+        return total, system
 
     def server_rss(self) -> int:
         return sum(p.memory_info().rss for p in self.procs)
@@ -257,8 +259,10 @@ class Meter:
         r = resource.getrusage(resource.RUSAGE_SELF)
         return r.ru_utime + r.ru_stime
 
-    def snapshot(self) -> tuple[float, float, float]:
-        return now_ns() / 1e9, self.server_cpu(), self.own_cpu()
+    def snapshot(self) -> tuple[float, float, float, float]:
+        """(wall seconds, server CPU seconds, own CPU seconds, server system CPU seconds)."""
+        cpu, system = self.server_cpu()
+        return now_ns() / 1e9, cpu, self.own_cpu(), system
 
 
 def percentiles(values: array[int]) -> dict[str, float | None]:
@@ -405,8 +409,8 @@ class Run:
 
     def window_figures(
         self,
-        before: tuple[float, float, float],
-        after: tuple[float, float, float],
+        before: tuple[float, float, float, float],
+        after: tuple[float, float, float, float],
         deliveries: int,
     ) -> dict[str, Any]:
         wall = after[0] - before[0]
@@ -416,6 +420,10 @@ class Run:
             "window_s": wall,
             "server_cpu_s": server,
             "server_cpu_pct": 100 * server / wall if wall > 0 else None,
+            # The kernel's share of the server's CPU (socket writes on loopback, epoll).
+            "server_system_pct_of_cpu": 100 * (after[3] - before[3]) / server
+            if server > 0
+            else None,
             "gen_cpu_pct": 100 * own / wall if wall > 0 else None,
             "deliveries_per_server_cpu_s": deliveries / server if server > 0 else None,
             "server_us_per_delivery": 1e6 * server / deliveries if deliveries else None,

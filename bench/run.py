@@ -587,6 +587,7 @@ def profile_s1(server: Running, profile: Profile, out_dir: Path) -> dict[str, An
         return None
     raw = out_dir / f"profile-s1-townsquare{'-quick' if profile.name == 'quick' else ''}.txt"
     seconds = int(profile.s1_warmup + profile.s1_duration + 2)
+    raw.unlink(missing_ok=True)  # a failed recording must not report an earlier run's file
     rec = subprocess.Popen(
         [
             spy,
@@ -600,7 +601,9 @@ def profile_s1(server: Running, profile: Profile, out_dir: Path) -> dict[str, An
             "--format",
             "raw",
             "--threads",
-            "--nonblocking",
+            # BENCH_PYSPY_NATIVE=1: C frames too (uvloop, the interpreter), for the event loop's
+            # own time; py-spy then has to pause the process for each sample.
+            *(["--native"] if os.environ.get("BENCH_PYSPY_NATIVE") else ["--nonblocking"]),
             "--output",
             str(raw),
         ],
@@ -747,7 +750,8 @@ def brief(scenario: str, r: dict[str, Any]) -> str:
     if scenario.startswith(("s1", "sweep", "s5-s1", "impl")):
         return (
             f"{r['deliveries_per_s']:,.0f} deliveries/s, loss {r['loss']}, "
-            f"{r.get('server_us_per_delivery') or 0:.1f} µs/delivery, {gen}"
+            f"{r.get('server_us_per_delivery') or 0:.1f} µs/delivery "
+            f"({r.get('server_system_pct_of_cpu') or 0:.0f}% in the kernel), {gen}"
         )
     if scenario == "s4":
         return (
