@@ -199,6 +199,13 @@ class Hub:
         self._hooked: weakref.WeakSet[Any] = weakref.WeakSet()
 
     @property
+    def sole_subscriber(self) -> bool:
+        """True when this hub is the only one that can hear a publish: the layer is the
+        in-memory one (which reaches nothing outside this process) and this process has no
+        other event loop with a hub. A publish then skips the layer (``apublish``)."""
+        return isinstance(self.layer, InMemoryChannelLayer) and len(_hubs) == 1
+
+    @property
     def stream_count(self) -> int:
         """Streams with at least one local subscriber."""
         return len(self._streams)

@@ -68,6 +68,8 @@ class SocketAuthMiddleware:
                 scope["auth_error_detail"] = exc.detail
         else:
             scope["user"] = await session_user(scope)
+        # This frame lives as long as the socket: do not keep the token (and its string) in it.
+        del token
         return await self.inner(scope, receive, send)
 
 

@@ -10,7 +10,8 @@ Delivery is best effort: a channel-layer failure is logged and reported as ``Fal
 raised into the caller's request. Durable streams are recovered from the database with
 ``since``, so a lost publish costs latency, not data.
 
-With the in-memory layer only subscribers in the same process hear a publish: a management
+With the in-memory layer only subscribers in the same process hear a publish (it skips the
+layer then and hands the frame to the process's hub directly): a management
 command run in another process reaches them only through ``POST /api/publish/`` or Redis.
 """
 
@@ -30,7 +31,7 @@ from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 
 from . import metrics, workers
-from .hub import FRAME_MESSAGE_TYPE, current_hub, group_name, layer_call
+from .hub import FRAME_MESSAGE_TYPE, Frame, current_hub, group_name, layer_call
 from .protocol import encode_event
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,14 @@ async def apublish(stream: str, event: str, data: Any, *, offset: int | None = N
         True when the channel layer took the frame, False when it failed (logged).
     """
     text = encode_event(stream, event, data, offset)
+    hub = current_hub()
+    if hub is not None and hub.sole_subscriber:
+        # The in-memory layer would deep-copy the message into the hub's queue and wake its
+        # reader task, only to hand the same frame to the same hub.
+        hub.deliver(Frame(stream, offset, text))
+        metrics.publish_delivered(time.time())
+        _count(stream)
+        return True
     layer = get_channel_layer()
     if layer is None:
         return False
@@ -82,11 +91,15 @@ async def apublish(stream: str, event: str, data: Any, *, offset: int | None = N
         logger.exception("publish to %s failed", stream)
         _tell_hub(f"publish to {stream} failed")
         return False
+    _count(stream)
+    return True
+
+
+def _count(stream: str) -> None:
     if not stream.startswith(INTERNAL_PREFIX):
         # The dashboard's events-per-second series. Internal streams are not counted: the
         # worker stats' own "changed" announcement would otherwise count itself forever.
         workers.local.count_events()
-    return True
 
 
 def _tell_hub(reason: str) -> None:

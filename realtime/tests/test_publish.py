@@ -3,14 +3,19 @@ order; waited for from a thread with no loop (a management command)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import weakref
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from realtime.publish import Published, publish, publish_many
+from realtime import hub as hub_module
+from realtime import workers
+from realtime.hub import get_hub
+from realtime.publish import Published, apublish, publish, publish_many
 
 from .conftest import receive, send
 
@@ -52,3 +57,27 @@ def test_a_thread_without_a_loop_waits_for_the_layer_and_gets_its_answer(
     thread.join(10)
     # Not handed anywhere: the failure reached the caller.
     assert answers == [False]
+
+
+async def test_with_the_in_memory_layer_and_one_hub_a_publish_skips_the_layer(
+    ws: WebsocketCommunicator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await send(ws, {"type": "subscribe", "stream": "test:open:direct"})
+    assert (await receive(ws))["type"] == "ack"
+    await receive(ws)  # the snapshot
+    hub = get_hub()
+    # Other tests' event loops may still have hubs; this process serves one loop.
+    monkeypatch.setattr(
+        hub_module, "_hubs", weakref.WeakKeyDictionary({asyncio.get_running_loop(): hub})
+    )
+    assert hub.sole_subscriber
+
+    async def no_layer(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the layer was used")
+
+    monkeypatch.setattr(hub.layer, "group_send", no_layer)
+    events_before = sum(workers.local.events.values())
+    assert await apublish("test:open:direct", "e", {"n": 1}) is True
+    frame = await receive(ws)
+    assert (frame["event"], frame["data"]) == ("e", {"n": 1})
+    assert sum(workers.local.events.values()) == events_before + 1
