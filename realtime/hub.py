@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 #: Channel-layer message type carrying one published frame between processes.
 FRAME_MESSAGE_TYPE = "hub.frame"
+#: Channel-layer message type carrying consecutive frames of one stream (``publish_many``):
+#: ``{stream, frames: [[offset | None, text], ...], ts}``, delivered in order.
+FRAMES_MESSAGE_TYPE = "hub.frames"
 #: Channel-layer message type ending one user's subscriptions to a stream on every worker.
 REVOKE_MESSAGE_TYPE = "hub.revoke"
 #: Channel-layer message type of a hub's probe of the layer, sent to its own channel.
@@ -414,6 +417,11 @@ class Hub:
             kind = message.get("type")
             if kind == FRAME_MESSAGE_TYPE:
                 self.deliver(Frame(message["stream"], message.get("offset"), message["text"]))
+                metrics.publish_delivered(message.get("ts"))
+            elif kind == FRAMES_MESSAGE_TYPE:
+                stream = message["stream"]
+                for offset, text in message["frames"]:
+                    self.deliver(Frame(stream, offset, text))
                 metrics.publish_delivered(message.get("ts"))
             elif kind == REVOKE_MESSAGE_TYPE:
                 self.revoke_local(message["stream"], message["user"], message["detail"])

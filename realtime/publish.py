@@ -31,7 +31,14 @@ from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 
 from . import metrics, workers
-from .hub import FRAME_MESSAGE_TYPE, Frame, current_hub, group_name, layer_call
+from .hub import (
+    FRAME_MESSAGE_TYPE,
+    FRAMES_MESSAGE_TYPE,
+    Frame,
+    current_hub,
+    group_name,
+    layer_call,
+)
 from .protocol import encode_event
 
 logger = logging.getLogger(__name__)
@@ -95,11 +102,11 @@ async def apublish(stream: str, event: str, data: Any, *, offset: int | None = N
     return True
 
 
-def _count(stream: str) -> None:
+def _count(stream: str, n: int = 1) -> None:
     if not stream.startswith(INTERNAL_PREFIX):
         # The dashboard's events-per-second series. Internal streams are not counted: the
         # worker stats' own "changed" announcement would otherwise count itself forever.
-        workers.local.count_events()
+        workers.local.count_events(n)
 
 
 def _tell_hub(reason: str) -> None:
@@ -112,15 +119,58 @@ def _tell_hub(reason: str) -> None:
 
 
 async def apublish_many(items: Iterable[Published]) -> int:
-    """Publish several events (each to its own stream); returns how many the layer took.
+    """Publish several events, in order; returns how many the layer took.
 
-    Each frame is still encoded once; this saves the caller one thread-to-loop hop per event
-    when a single write notifies many streams (one ``user:<id>`` stream per recipient).
+    Each frame is still encoded once. Consecutive events of one stream cross the channel
+    layer as one message (``hub.frames``), delivered by each hub as separate frames in the
+    same order: a group commit of 50 chat messages costs one Redis ``PUBLISH``, not 50. It
+    also saves the caller one thread-to-loop hop per event when a single write notifies many
+    streams (one ``user:<id>`` stream per recipient).
     """
     sent = 0
+    run: list[Published] = []
     for item in items:
-        sent += await apublish(item.stream, item.event, item.data, offset=item.offset)
+        if run and item.stream != run[0].stream:
+            sent += await _publish_run(run)
+            run = []
+        run.append(item)
+    if run:
+        sent += await _publish_run(run)
     return sent
+
+
+async def _publish_run(run: list[Published]) -> int:
+    """Publish events of one stream as one layer message (one frame: ``apublish``)."""
+    if len(run) == 1:
+        item = run[0]
+        return int(await apublish(item.stream, item.event, item.data, offset=item.offset))
+    stream = run[0].stream
+    frames = [(i.offset, encode_event(stream, i.event, i.data, i.offset)) for i in run]
+    hub = current_hub()
+    if hub is not None and hub.sole_subscriber:
+        for offset, text in frames:
+            hub.deliver(Frame(stream, offset, text))
+        metrics.publish_delivered(time.time())
+        _count(stream, len(frames))
+        return len(frames)
+    layer = get_channel_layer()
+    if layer is None:
+        return 0
+    message = {
+        "type": FRAMES_MESSAGE_TYPE,
+        "stream": stream,
+        "frames": frames,
+        "ts": time.time(),
+    }
+    try:
+        await layer_call(lambda: layer.group_send(group_name(stream), message))
+    except Exception:
+        metrics.layer_failure("publish")
+        logger.exception("publish of %d events to %s failed", len(frames), stream)
+        _tell_hub(f"publish to {stream} failed")
+        return 0
+    _count(stream, len(frames))
+    return len(frames)
 
 
 class _Handover:

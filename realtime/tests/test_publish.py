@@ -14,8 +14,8 @@ from channels.testing import WebsocketCommunicator
 
 from realtime import hub as hub_module
 from realtime import workers
-from realtime.hub import get_hub
-from realtime.publish import Published, apublish, publish, publish_many
+from realtime.hub import Hub, get_hub
+from realtime.publish import Published, apublish, apublish_many, publish, publish_many
 
 from .conftest import receive, send
 
@@ -81,3 +81,42 @@ async def test_with_the_in_memory_layer_and_one_hub_a_publish_skips_the_layer(
     frame = await receive(ws)
     assert (frame["event"], frame["data"]) == ("e", {"n": 1})
     assert sum(workers.local.events.values()) == events_before + 1
+
+
+async def test_consecutive_events_of_one_stream_cross_the_layer_as_one_message(
+    ws: WebsocketCommunicator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for stream in ("test:open:batch", "test:open:other"):
+        await send(ws, {"type": "subscribe", "stream": stream})
+        assert (await receive(ws))["type"] == "ack"
+        await receive(ws)  # the snapshot
+    monkeypatch.setattr(Hub, "sole_subscriber", property(lambda self: False))
+    layer = get_hub().layer
+    assert layer is not None
+    sent: list[dict[str, Any]] = []
+    real_group_send = layer.group_send
+
+    async def spying(group: str, message: dict[str, Any]) -> None:
+        sent.append(message)
+        await real_group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", spying)
+    items = [Published("test:open:batch", "n", {"n": n}, n) for n in range(1, 6)]
+    items.append(Published("test:open:other", "n", {"n": 6}))
+    items.append(Published("test:open:batch", "n", {"n": 7}, 6))
+    assert await apublish_many(items) == 7
+    assert [(m["type"], m["stream"]) for m in sent] == [
+        ("hub.frames", "test:open:batch"),
+        ("hub.frame", "test:open:other"),
+        ("hub.frame", "test:open:batch"),
+    ]
+    frames = [await receive(ws) for _ in range(7)]
+    assert [(f["stream"], f["data"]["n"], f.get("offset")) for f in frames] == [
+        ("test:open:batch", 1, 1),
+        ("test:open:batch", 2, 2),
+        ("test:open:batch", 3, 3),
+        ("test:open:batch", 4, 4),
+        ("test:open:batch", 5, 5),
+        ("test:open:other", 6, None),
+        ("test:open:batch", 7, 6),
+    ]
