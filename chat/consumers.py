@@ -41,7 +41,7 @@ class SeedChatConsumer(RealtimeConsumer):
     room_id: int
 
     async def connect(self) -> None:
-        """Refuse anonymous users and unreadable rooms; else accept and join the room."""
+        """Refuse anonymous users and unreadable rooms; else join the room and accept."""
         user = self.user
         if not user.is_authenticated:
             await self.close(CloseCode.UNAUTHENTICATED)
@@ -53,9 +53,12 @@ class SeedChatConsumer(RealtimeConsumer):
             await self.close(CloseCode.FORBIDDEN)
             return
         self.room_id = room.pk
-        await self.accept()
+        # Join before accepting, as seed 003 joins its group in connect(): once the client's
+        # handshake completes it hears every message sent after it. Frames published
+        # meanwhile wait in the subscription's buffer until go_live().
         opened = await self.open_subscription(room.stream, renderer=render_seed_message)
         assert opened.subscription is not None
+        await self.accept()
         opened.subscription.go_live()
 
     def _room(self, kwargs: dict[str, Any]) -> Room:

@@ -29,9 +29,9 @@ class SeedFeedConsumer(RealtimeConsumer):
     """Seed 000's consumer, event-driven (see the module docstring)."""
 
     async def connect(self) -> None:
-        """Accept, send the current count, then every new one."""
-        await self.accept()
+        """Join the feed, accept, send the current count, then every new one."""
         opened = await self.open_subscription(FEED_STREAM, renderer=render_value)
+        await self.accept()
         for event in opened.snapshot:
             self.send_text(dumps({"value": event.data["value"]}))
         assert opened.subscription is not None

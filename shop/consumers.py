@@ -34,8 +34,10 @@ class SeedNotificationCountConsumer(RealtimeConsumer):
             await self.close(CloseCode.UNAUTHENTICATED)
             return
         assert user.is_authenticated
-        await self.accept()
-        self.send_text(dumps({"grouped": user.pk}))
+        # Joined before the handshake completes (and before the greeting), so the client
+        # hears every change after it; frames published meanwhile wait for go_live().
         opened = await self.open_subscription(f"user:{user.pk}", renderer=render_update_count)
         assert opened.subscription is not None
+        await self.accept()
+        self.send_text(dumps({"grouped": user.pk}))
         opened.subscription.go_live()

@@ -95,6 +95,8 @@ async def test_the_dashboard_counts_sockets_on_both_workers(two_workers: Server)
         expected = len(others) + 1
         while True:
             frame = orjson.loads(await asyncio.wait_for(dash.recv(), 15))
+            if frame.get("event") != "dashboard.update":  # presence on the dashboard
+                continue
             sockets = frame["data"]["sockets"]
             if sockets["total"] == expected:
                 break
