@@ -274,6 +274,24 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     outbox: Outbox
     subscriptions: dict[str, Subscription]
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Run the socket: Channels' ``AsyncConsumer.__call__`` for a consumer without a
+        layer channel (the hub holds one per process).
+
+        Channels waits on its message sources through ``await_many_dispatch``, which wraps
+        each ``receive()`` in a task of its own: a task per received frame, and one pending
+        task held by every idle socket. With the server's ``receive`` as the only source it
+        is awaited directly. Ends when a handler raises ``StopConsumer`` (the disconnect).
+        """
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Route an ASGI message to its handler, without Channels' per-message DB hop."""
         handler = getattr(self, get_handler_name(message), None)
