@@ -244,6 +244,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_THROTTLE_RATES": {"token": env.str("TOKEN_RATE", default="20/min")},
+    # A database outage answers a JSON 503 (code "unavailable"), not an HTML 500.
+    "EXCEPTION_HANDLER": "realtime.api_errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Townsquare API",

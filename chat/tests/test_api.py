@@ -6,6 +6,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from django.db import OperationalError
 from rest_framework.test import APIClient
 
 from chat import services
@@ -183,3 +184,21 @@ def test_openapi_schema_lists_the_endpoints(demo: Demo) -> None:
         "/api/rooms/{room_id}/join/",
     ):
         assert path in paths
+
+
+def test_a_database_outage_answers_a_json_503_and_stores_nothing(demo: Demo) -> None:
+    with mock.patch(
+        "chat.services.message_create_many",
+        side_effect=OperationalError("connection to server failed"),
+    ):
+        response = client_for(demo.bob).post(
+            f"/api/rooms/{demo.lobby.pk}/messages/", {"text": "lost?"}, format="json"
+        )
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/json"
+    assert response["Retry-After"] == "1"
+    assert response.json() == {
+        "detail": "the database is unavailable; nothing was written, retry",
+        "code": "unavailable",
+    }
+    assert not Message.objects.filter(text="lost?").exists()
