@@ -57,6 +57,36 @@ class Published(NamedTuple):
 INTERNAL_PREFIX = "sys:"
 
 
+class _FailureLog:
+    """Logs channel-layer failures of publishes: with a traceback at most once per
+    ``interval`` seconds, counting the others into the next report.
+
+    During an outage every publish fails the same way; a traceback each would bury the log
+    (``townsquare_layer_failures_total`` still counts each one).
+    """
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last = -float("inf")
+        self._suppressed = 0
+
+    def report(self, what: str) -> None:
+        """Call from an ``except`` block: log ``what`` failed, or count it."""
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        more = (
+            f" ({self._suppressed} more failed since the last report)" if self._suppressed else ""
+        )
+        logger.exception("%s failed%s", what, more)
+        self._last = now
+        self._suppressed = 0
+
+
+_failures = _FailureLog()
+
+
 async def apublish(stream: str, event: str, data: Any, *, offset: int | None = None) -> bool:
     """Publish ``data`` (plain JSON types) as ``event`` on ``stream``; the async twin.
 
@@ -95,7 +125,7 @@ async def apublish(stream: str, event: str, data: Any, *, offset: int | None = N
         await layer_call(lambda: layer.group_send(group_name(stream), message))
     except Exception:
         metrics.layer_failure("publish")
-        logger.exception("publish to %s failed", stream)
+        _failures.report(f"publish to {stream}")
         _tell_hub(f"publish to {stream} failed")
         return False
     _count(stream)
@@ -166,7 +196,7 @@ async def _publish_run(run: list[Published]) -> int:
         await layer_call(lambda: layer.group_send(group_name(stream), message))
     except Exception:
         metrics.layer_failure("publish")
-        logger.exception("publish of %d events to %s failed", len(frames), stream)
+        _failures.report(f"publish of {len(frames)} events to {stream}")
         _tell_hub(f"publish to {stream} failed")
         return 0
     _count(stream, len(frames))
@@ -306,7 +336,7 @@ async def arevoke(stream: str, user_id: int, detail: str) -> bool:
         await layer_call(lambda: layer.group_send(group_name(stream), message))
     except Exception:
         metrics.layer_failure("publish")
-        logger.exception("revoke on %s failed", stream)
+        _failures.report(f"revoke on {stream}")
         _tell_hub(f"revoke on {stream} failed")
         return False
     return True

@@ -4,6 +4,7 @@ order; waited for from a thread with no loop (a management command)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import weakref
 from typing import Any
@@ -13,6 +14,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 
 from realtime import hub as hub_module
+from realtime import publish as publish_module
 from realtime import workers
 from realtime.hub import Hub, get_hub
 from realtime.publish import Published, apublish, apublish_many, publish, publish_many
@@ -119,4 +121,28 @@ async def test_consecutive_events_of_one_stream_cross_the_layer_as_one_message(
         ("test:open:batch", 5, 5),
         ("test:open:other", 6, None),
         ("test:open:batch", 7, 6),
+    ]
+
+
+async def test_an_outage_logs_one_traceback_and_counts_the_other_failures(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class DownLayer:
+        async def group_send(self, group: str, message: dict[str, Any]) -> None:
+            raise ConnectionRefusedError("redis is down")
+
+    monkeypatch.setattr("realtime.publish.get_channel_layer", DownLayer)
+    monkeypatch.setattr(publish_module, "_failures", publish_module._FailureLog(interval=3600))
+    with caplog.at_level(logging.ERROR, logger="realtime.publish"):
+        results = [await apublish("test:open:down", "e", {"n": n}) for n in range(5)]
+    assert results == [False] * 5
+    reports = [r for r in caplog.records if r.name == "realtime.publish"]
+    assert [r.getMessage() for r in reports] == ["publish to test:open:down failed"]
+    assert reports[0].exc_info is not None
+    publish_module._failures.interval = 0  # the next failure reports, with the count
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="realtime.publish"):
+        assert await apublish("test:open:down", "e", {}) is False
+    assert [r.getMessage() for r in caplog.records if r.name == "realtime.publish"] == [
+        "publish to test:open:down failed (4 more failed since the last report)"
     ]
