@@ -35,9 +35,8 @@ class MessageWriter:
     def __init__(self) -> None:
         self._pending: list[tuple[services.NewMessage, asyncio.Future[Message]]] = []
         self._task: asyncio.Task[None] | None = None
-        #: Batches written so far and the messages in them (tests and metrics).
+        #: Batches written so far.
         self.batches = 0
-        self.written = 0
 
     async def write(
         self,
@@ -78,8 +77,6 @@ class MessageWriter:
                     continue
                 self.batches += 1
                 for (_, done), result in zip(batch, results, strict=True):
-                    if isinstance(result, Message):
-                        self.written += 1
                     if done.done():  # its sender went away; the message is stored anyway
                         continue
                     if isinstance(result, Exception):

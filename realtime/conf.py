@@ -51,3 +51,9 @@ def redis_prefix() -> str:
     """The key prefix of everything Townsquare keeps in Redis (the channel layer's prefix),
     so that one deployment's leases, presence and statistics never meet another's."""
     return str(settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "townsquare"))
+
+
+def redis_location() -> tuple[str, str] | None:
+    """``(REDIS_URL, redis_prefix())`` for the stores shared by the deployment's workers
+    (presence, worker stats), or None on the embedded default (one process: memory)."""
+    return (settings.REDIS_URL, redis_prefix()) if settings.REDIS_URL else None

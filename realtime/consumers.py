@@ -411,12 +411,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         try:
             await self.receive_frame(frame)
         except Exception as exc:
-            mapped = error_for_exception(exc)
-            if mapped is None:
+            if not await self.send_error_for(exc, ref):
                 raise
-            if mapped[0] == ErrorCode.UNAVAILABLE:
-                logger.warning("frame failed on a dependency: %r", exc)
-            await self.send_error(mapped[0], mapped[1], ref=ref)
+
+    async def send_error_for(self, exc: Exception, ref: Any = None) -> bool:
+        """Answer a frame that raised ``exc`` with the ``error`` frame it maps to
+        (``error_for_exception``); False, sending nothing, when it maps to none (a bug)."""
+        mapped = error_for_exception(exc)
+        if mapped is None:
+            return False
+        if mapped[0] == ErrorCode.UNAVAILABLE:
+            logger.warning("frame failed on a dependency: %r", exc)
+        await self.send_error(mapped[0], mapped[1], ref=ref)
+        return True
 
     async def receive_frame(self, frame: dict[str, Any]) -> None:
         """Called with each decoded client frame (a dict). Raise ``ProtocolError`` to refuse."""
@@ -677,14 +684,9 @@ class StreamConsumer(RealtimeConsumer):
         try:
             result = await handler(ActionContext(user=self.user, consumer=self), frame)
         except Exception as exc:
-            mapped = error_for_exception(exc)
-            if mapped is None:
+            if not await self.send_error_for(exc, ref):
                 logger.exception("action %s failed on a bug; closing the socket", type_)
                 await self.abort(CloseCode.INTERNAL_ERROR, "internal error")
-                return
-            if mapped[0] == ErrorCode.UNAVAILABLE:
-                logger.warning("frame failed on a dependency: %r", exc)
-            await self.send_error(mapped[0], mapped[1], ref=ref)
             return
         self.send_text(encode_ack(ref, type_, **result), "ack")
 

@@ -34,9 +34,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from django.conf import settings
-
-from .conf import redis_prefix, rt_settings
+from .conf import redis_location, rt_settings
 from .protocol import ErrorCode, ProtocolError
 
 User = dict[str, Any]  # {"id": int, "username": str}
@@ -277,13 +275,11 @@ _store: Store | None = None
 
 
 def get_store() -> Store:
+    """The deployment's presence store: Redis when ``REDIS_URL`` is set, else memory."""
     global _store
     if _store is None:
-        if settings.REDIS_URL:
-            prefix = redis_prefix()
-            _store = RedisStore(settings.REDIS_URL, prefix)
-        else:
-            _store = MemoryStore()
+        location = redis_location()
+        _store = RedisStore(*location) if location else MemoryStore()
     return _store
 
 

@@ -101,34 +101,55 @@ async def apublish(stream: str, event: str, data: Any, *, offset: int | None = N
         True when the channel layer took the frame, False when it failed (logged).
     """
     text = encode_event(stream, event, data, offset)
+    return bool(await _publish_frames(stream, [(offset, text)]))
+
+
+async def _publish_frames(stream: str, frames: list[tuple[int | None, str]]) -> int:
+    """Hand encoded frames of one stream, in order, to every hub that serves it; returns
+    how many were taken (all or none).
+
+    One frame crosses the layer as ``hub.frame``, several as one ``hub.frames`` message.
+    With the in-memory layer and one hub the layer is skipped: it would deep-copy the
+    message into the hub's queue and wake its reader task, only to hand the same frames to
+    the same hub.
+    """
     hub = current_hub()
     if hub is not None and hub.sole_subscriber:
-        # The in-memory layer would deep-copy the message into the hub's queue and wake its
-        # reader task, only to hand the same frame to the same hub.
-        hub.deliver(Frame(stream, offset, text))
+        for offset, text in frames:
+            hub.deliver(Frame(stream, offset, text))
         metrics.publish_delivered(time.time())
-        _count(stream)
-        return True
+        _count(stream, len(frames))
+        return len(frames)
+    # ts: publish time in Unix seconds, for the hubs' publish-to-send latency histogram.
+    message: dict[str, Any]
+    if len(frames) == 1:
+        offset, text = frames[0]
+        message = {"type": FRAME_MESSAGE_TYPE, "stream": stream, "offset": offset, "text": text}
+        what = f"publish to {stream}"
+    else:
+        message = {"type": FRAMES_MESSAGE_TYPE, "stream": stream, "frames": frames}
+        what = f"publish of {len(frames)} events to {stream}"
+    message["ts"] = time.time()
+    if not await _layer_send(stream, message, what):
+        return 0
+    _count(stream, len(frames))
+    return len(frames)
+
+
+async def _layer_send(stream: str, message: dict[str, Any], what: str) -> bool:
+    """``group_send`` ``message`` to the stream's group; False (logged, counted, and the
+    hub told to recover) when the layer failed."""
     layer = get_channel_layer()
     if layer is None:
         return False
-    # ts: publish time in Unix seconds, for the hubs' publish-to-send latency histogram.
-    message = {
-        "type": FRAME_MESSAGE_TYPE,
-        "stream": stream,
-        "offset": offset,
-        "text": text,
-        "ts": time.time(),
-    }
     try:
         # Retried once at once on a broken connection (a stale one after a Redis restart).
         await layer_call(lambda: layer.group_send(group_name(stream), message))
     except Exception:
         metrics.layer_failure("publish")
-        _failures.report(f"publish to {stream}")
-        _tell_hub(f"publish to {stream} failed")
+        _failures.report(what)
+        _tell_hub(f"{what} failed")
         return False
-    _count(stream)
     return True
 
 
@@ -170,37 +191,10 @@ async def apublish_many(items: Iterable[Published]) -> int:
 
 
 async def _publish_run(run: list[Published]) -> int:
-    """Publish events of one stream as one layer message (one frame: ``apublish``)."""
-    if len(run) == 1:
-        item = run[0]
-        return int(await apublish(item.stream, item.event, item.data, offset=item.offset))
+    """Publish consecutive events of one stream (one layer message)."""
     stream = run[0].stream
     frames = [(i.offset, encode_event(stream, i.event, i.data, i.offset)) for i in run]
-    hub = current_hub()
-    if hub is not None and hub.sole_subscriber:
-        for offset, text in frames:
-            hub.deliver(Frame(stream, offset, text))
-        metrics.publish_delivered(time.time())
-        _count(stream, len(frames))
-        return len(frames)
-    layer = get_channel_layer()
-    if layer is None:
-        return 0
-    message = {
-        "type": FRAMES_MESSAGE_TYPE,
-        "stream": stream,
-        "frames": frames,
-        "ts": time.time(),
-    }
-    try:
-        await layer_call(lambda: layer.group_send(group_name(stream), message))
-    except Exception:
-        metrics.layer_failure("publish")
-        _failures.report(f"publish of {len(frames)} events to {stream}")
-        _tell_hub(f"publish to {stream} failed")
-        return 0
-    _count(stream, len(frames))
-    return len(frames)
+    return await _publish_frames(stream, frames)
 
 
 class _Handover:
@@ -328,18 +322,8 @@ async def arevoke(stream: str, user_id: int, detail: str) -> bool:
     """
     from .hub import REVOKE_MESSAGE_TYPE
 
-    layer = get_channel_layer()
-    if layer is None:
-        return False
     message = {"type": REVOKE_MESSAGE_TYPE, "stream": stream, "user": user_id, "detail": detail}
-    try:
-        await layer_call(lambda: layer.group_send(group_name(stream), message))
-    except Exception:
-        metrics.layer_failure("publish")
-        _failures.report(f"revoke on {stream}")
-        _tell_hub(f"revoke on {stream} failed")
-        return False
-    return True
+    return await _layer_send(stream, message, f"revoke on {stream}")
 
 
 def revoke(stream: str, user_id: int, detail: str) -> bool:

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from django.conf import settings
 from django.dispatch import receiver
 
 from . import signals
-from .conf import redis_prefix, rt_settings
+from .conf import redis_location, rt_settings
 from .lease import WORKER_ID
 
 #: Internal stream announcing that the shared worker numbers changed.
@@ -159,11 +158,8 @@ def get_store() -> Store:
     """The deployment's store: Redis when ``REDIS_URL`` is set, else memory."""
     global _store
     if _store is None:
-        if settings.REDIS_URL:
-            prefix = redis_prefix()
-            _store = RedisStore(settings.REDIS_URL, prefix)
-        else:
-            _store = MemoryStore()
+        location = redis_location()
+        _store = RedisStore(*location) if location else MemoryStore()
     return _store
 
 

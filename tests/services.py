@@ -31,9 +31,9 @@ def need(available: bool, reason: str) -> None:
     """Skip the calling test with ``reason`` unless services are required; then fail."""
     if available:
         return
-    if services_required():
-        pytest.fail(f"required service missing: {reason}")
-    pytest.skip(reason)
+    if not services_required():
+        pytest.skip(reason)
+    pytest.fail(f"required service missing: {reason}")
 
 
 def port_open(host: str, port: int) -> bool:
