@@ -3,7 +3,27 @@
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import models
+
+#: Username of the account that keeps a deleted user's messages (``deleted_user``).
+DELETED_USERNAME = "[deleted]"
+
+
+def deleted_user() -> int:
+    """The pk of the inactive placeholder account that a deleted user's messages move to.
+
+    Deleting a user must not delete their messages: offsets are gapless per room, and a hole
+    would read as a lost message to every client (``ForeignKey.on_delete=SET``, the pattern
+    of Django's documentation for ``on_delete``).
+    """
+    user, created = get_user_model().objects.get_or_create(
+        username=DELETED_USERNAME, defaults={"is_active": False}
+    )
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return int(user.pk)
 
 
 class Room(models.Model):
@@ -19,6 +39,14 @@ class Room(models.Model):
         settings.AUTH_USER_MODEL, related_name="rooms_joined", blank=True
     )
     last_offset = models.PositiveBigIntegerField(default=0, editable=False)
+    # Who created the room (for the per-user creation quota); kept when they are deleted.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="rooms_created",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -38,7 +66,9 @@ class Message(models.Model):
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
     author = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_messages"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET(deleted_user),
+        related_name="chat_messages",
     )
     text = models.TextField(max_length=4000)
     offset = models.PositiveBigIntegerField()
