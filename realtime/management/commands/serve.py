@@ -15,6 +15,7 @@ system's temporary directory is made for this run and removed after it.
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -26,6 +27,21 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from realtime import metrics
 from realtime.conf import rt_settings
+
+#: The package each of uvicorn's WebSocket implementations imports (all are dependencies).
+WS_LIBRARIES = {"websockets-sansio": "websockets", "websockets": "websockets", "wsproto": "wsproto"}
+
+
+def _missing_ws_library(ws: str) -> str | None:
+    """The package ``--ws ws`` needs when it is not importable, else None.
+
+    uvicorn imports the implementation when it loads its config, in each worker, and a missing
+    package ends the server with an import traceback; this says what to install instead.
+    """
+    package = WS_LIBRARIES.get(ws)
+    if package is None or importlib.util.find_spec(package) is not None:
+        return None
+    return package
 
 
 class Command(BaseCommand):
@@ -49,6 +65,12 @@ class Command(BaseCommand):
             raise CommandError(
                 "--workers > 1 needs REDIS_URL: the in-memory channel layer cannot carry "
                 "publishes between processes."
+            )
+        missing = _missing_ws_library(options["ws"])
+        if missing:
+            raise CommandError(
+                f"--ws {options['ws']} needs the {missing!r} package, which is not installed: "
+                f"pip install {missing}"
             )
         self.stdout.write(
             f"Townsquare on http://{options['host']}:{options['port']}/ "
