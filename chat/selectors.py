@@ -12,6 +12,48 @@ from .models import Message, Room
 
 AnyUser = AbstractBaseUser | AnonymousUser
 
+#: Largest id a room can have: a signed 64-bit integer (``BigAutoField``; SQLite's INTEGER).
+#: Larger ids from a URL or a frame name no room, and are refused before any query (a raw
+#: query with one fails with ``OverflowError`` on SQLite, a 500).
+ROOM_ID_MAX = 2**63 - 1
+#: Longest room name stored (``Room.name``'s ``max_length``).
+ROOM_NAME_LOOKUP_MAX = 60
+
+
+def room_id_valid(room_id: object) -> bool:
+    """True when ``room_id`` is an int (not a bool) in ``1..ROOM_ID_MAX``."""
+    return type(room_id) is int and 1 <= room_id <= ROOM_ID_MAX
+
+
+def room_name_lookup_valid(name: object) -> bool:
+    """True when ``name`` could be a stored room's name: a string of 1 to 60 characters with
+    no control character or lone surrogate (PostgreSQL refuses NUL in text, and UTF-8 has
+    no surrogates: either would be a 500 from the query, not "no such room")."""
+    return (
+        isinstance(name, str)
+        and 1 <= len(name) <= ROOM_NAME_LOOKUP_MAX
+        and not any(c < " " or "\x7f" <= c <= "\x9f" or "\ud800" <= c <= "\udfff" for c in name)
+    )
+
+
+def room_get_by_name(*, name: object) -> Room:
+    """The room called exactly ``name``, else the oldest whose name equals it ignoring case.
+
+    No access check: pair it with ``room_get_readable``.
+
+    Raises:
+        Room.DoesNotExist: no such room, or ``name`` fails ``room_name_lookup_valid`` (then
+            without a query).
+    """
+    if not room_name_lookup_valid(name):
+        raise Room.DoesNotExist("not a room name")
+    room = Room.objects.filter(name=name).first()
+    if room is None:
+        room = Room.objects.filter(name__iexact=name).order_by("pk").first()
+    if room is None:
+        raise Room.DoesNotExist(f"no room called {name!r}")
+    return room
+
 
 def room_list_for_user(*, user: User) -> QuerySet[Room]:
     """The rooms ``user`` has joined and every public room, each annotated ``is_member``."""
@@ -35,9 +77,11 @@ def room_get_readable(*, user: AnyUser, room_id: int) -> Room:
     """Return the room if ``user`` may read it: signed in, and a member if it is private.
 
     Raises:
-        Room.DoesNotExist: no such room.
+        Room.DoesNotExist: no such room (an id outside ``1..ROOM_ID_MAX``: without a query).
         PermissionDenied: anonymous user, or a non-member of a private room.
     """
+    if not room_id_valid(room_id):
+        raise Room.DoesNotExist(f"no room {room_id}")
     room = Room.objects.get(pk=room_id)
     if not user.is_authenticated:
         raise PermissionDenied("sign in to read rooms")

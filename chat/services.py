@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 
 from realtime.publish import Published, publish, publish_many
 
 from .models import Message, Room
-from .selectors import message_event_data, room_is_member
+from .selectors import (
+    ROOM_ID_MAX,
+    message_event_data,
+    room_get_by_name,
+    room_id_valid,
+    room_is_member,
+)
 
 MAX_TEXT_LENGTH = 4000
 MAX_CLIENT_ID_LENGTH = 64
 ROOM_NAME_MAX = 60
+#: A new room's name: 1 to 60 word characters (Unicode letters, digits, ``_``) or ``-``:
+#: the seed-003 socket route's pattern (chat/routing.py), so every room created can be
+#: reached at ``/chat/<name>/`` and ``ws/chat/<name>/``. No spaces, dots, slashes or
+#: control characters (so no NUL reaches a query, no ``.``/``..`` path segment).
+ROOM_NAME_RE = re.compile(rf"[\w-]{{1,{ROOM_NAME_MAX}}}")
+ROOM_NAME_RULE = f"1 to {ROOM_NAME_MAX} letters, digits, '-' or '_'"
+#: Default of the ``ROOM_CREATE_QUOTA`` setting: rooms one user may create per hour.
+ROOM_CREATE_QUOTA_DEFAULT = 10
+ROOM_CREATE_WINDOW = timedelta(hours=1)
 
 
 def _user_data(user: User) -> dict[str, object]:
@@ -47,7 +66,12 @@ def message_check(
         ValidationError: ``text`` is not a non-blank string of at most 4,000 characters, or
             ``client_id`` is not a string of at most 64.
         PermissionDenied: anonymous user.
+        Room.DoesNotExist: ``room_id`` is outside ``1..ROOM_ID_MAX`` (no room can have it;
+            refused here, so that it never reaches the group commit's SQL, where SQLite
+            would fail the whole batch with ``OverflowError``).
     """
+    if type(room_id) is not int or not 1 <= room_id <= ROOM_ID_MAX:
+        raise Room.DoesNotExist(f"no room {room_id}")
     if not isinstance(text, str) or not text.strip():
         raise ValidationError("text must be a non-empty string")
     text = text.strip()
@@ -116,7 +140,7 @@ def message_create_many(batch: Sequence[NewMessage]) -> list[Message | Exception
     with transaction.atomic():
         for room_id in sorted(by_room):
             indexes = by_room[room_id]
-            taken = _take_offsets(room_id, len(indexes))
+            taken = _take_offsets(room_id, len(indexes)) if room_id_valid(room_id) else None
             if taken is None:
                 for index in indexes:
                     results[index] = Room.DoesNotExist(f"no room {room_id}")
@@ -227,3 +251,119 @@ def room_get_or_create_public(*, name: str) -> Room:
         raise ValidationError(f"a room name has 1 to {ROOM_NAME_MAX} characters")
     room, _ = Room.objects.get_or_create(name=name, defaults={"is_private": False})
     return room
+
+
+class RoomQuotaExceeded(Exception):
+    """The user created ``ROOM_CREATE_QUOTA`` rooms in the last hour (HTTP 429).
+
+    ``retry_after``: whole seconds until the oldest of those rooms leaves the window.
+    """
+
+    def __init__(self, quota: int, retry_after: int) -> None:
+        super().__init__(
+            f"you may create {quota} rooms per hour; try again in {retry_after} seconds"
+        )
+        self.quota = quota
+        self.retry_after = retry_after
+
+
+def room_name_check(name: object) -> str:
+    """Return ``name`` if it is a valid name for a new room (``ROOM_NAME_RULE``).
+
+    Nothing is stripped: a name with spaces around it is refused, not silently changed.
+
+    Raises:
+        ValidationError (code ``invalid_name``): not a string matching ``ROOM_NAME_RE``.
+    """
+    if not isinstance(name, str) or not ROOM_NAME_RE.fullmatch(name):
+        raise ValidationError(f"a room name has {ROOM_NAME_RULE}", code="invalid_name")
+    return name
+
+
+def room_create_quota() -> int:
+    """The ``ROOM_CREATE_QUOTA`` setting: rooms per user per hour (default 10; 0 = none)."""
+    return int(getattr(settings, "ROOM_CREATE_QUOTA", ROOM_CREATE_QUOTA_DEFAULT))
+
+
+def room_create(
+    *, user: AbstractBaseUser | AnonymousUser, name: object, is_private: bool = False
+) -> Room:
+    """Create a room called ``name``; its creator becomes its first member.
+
+    The one path by which rooms are created (the page's confirm button, ``POST /api/rooms/``,
+    the seed-003 socket, the admin, ``manage.py demo``).
+
+    - Name: ``room_name_check`` (1–60 letters, digits, ``-``, ``_``). Unique ignoring case
+      (``iexact``: every Unicode letter on PostgreSQL, ASCII letters on SQLite); two
+      concurrent requests for ``Lobby`` and ``lobby`` on PostgreSQL can both pass the check
+      (the column's own constraint is case-sensitive; no migration adds a case-folded one).
+    - Quota: at most ``ROOM_CREATE_QUOTA`` rooms per user in any hour, counted from
+      ``Room.created_by``/``created_at``; the user's row is locked while counting, so
+      concurrent requests cannot overshoot it. Staff are exempt (operators create rooms in
+      bulk, and the admin would otherwise fail on the quota).
+    - Private rooms: staff only (private rooms are joined by invitation, which staff give).
+
+    Raises:
+        PermissionDenied: anonymous or inactive user, or a non-staff user asking for a
+            private room.
+        ValidationError: code ``invalid_name`` (the name rule) or ``name_taken`` (a room of
+            that name, ignoring case, exists).
+        RoomQuotaExceeded: over the quota (map to HTTP 429 with ``Retry-After``).
+    """
+    if not user.is_authenticated or not user.is_active:
+        raise PermissionDenied("sign in to create rooms")
+    assert isinstance(user, User)
+    if is_private and not user.is_staff:
+        raise PermissionDenied("private rooms are created by staff")
+    name = room_name_check(name)
+    taken = ValidationError(f"a room called {name!r} exists", code="name_taken")
+    quota = room_create_quota()
+    try:
+        with transaction.atomic():
+            if quota and not user.is_staff:
+                _check_quota(user, quota)
+            if Room.objects.filter(name__iexact=name).exists():
+                raise taken
+            room = Room.objects.create(name=name, is_private=is_private, created_by=user)
+            room.members.add(user)
+    except IntegrityError as exc:  # the same name, created concurrently
+        raise taken from exc
+    return room
+
+
+def _check_quota(user: User, quota: int) -> None:
+    """Raise ``RoomQuotaExceeded`` if ``user`` created ``quota`` rooms in the last hour.
+
+    Locks the user's row until the caller's transaction ends (PostgreSQL; SQLite writes are
+    serialized anyway), so a burst of concurrent requests counts one at a time.
+    """
+    list(User.objects.select_for_update().filter(pk=user.pk).values_list("pk", flat=True))
+    since = timezone.now() - ROOM_CREATE_WINDOW
+    recent = list(
+        Room.objects.filter(created_by=user, created_at__gte=since)
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)[:quota]
+    )
+    if len(recent) >= quota:
+        oldest = recent[-1]
+        wait = (oldest + ROOM_CREATE_WINDOW - timezone.now()).total_seconds()
+        raise RoomQuotaExceeded(quota, max(1, int(wait) + 1))
+
+
+def room_open_by_name(*, user: AbstractBaseUser | AnonymousUser, name: str) -> Room:
+    """The room called ``name`` (``room_get_by_name``), or a new public one by
+    ``room_create`` (seed 003's socket connect, which names the room in its URL).
+
+    Raises what ``room_create`` raises; ``ValidationError`` code ``name_taken`` does not
+    escape (a concurrent creation wins, and its room is returned).
+    """
+    try:
+        return room_get_by_name(name=name)
+    except Room.DoesNotExist:
+        pass
+    try:
+        return room_create(user=user, name=name)
+    except ValidationError as exc:
+        if exc.code != "name_taken":
+            raise
+        return room_get_by_name(name=name)
