@@ -306,16 +306,27 @@ PUBLISH_API_KEY: str = env.str("PUBLISH_API_KEY", default="")
 
 # --- Logging: one line per event; tokens never reach a log -----------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# A line repeated (an outage's warning, a flood's refusal) passes at most once per this many
+# seconds, the next one saying how many were dropped; 0 logs every line
+# (realtime.logging.RepeatedLinesFilter).
+LOG_REPEAT_SECONDS: float = env.float("LOG_REPEAT_SECONDS", default=10.0)
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact_tokens": {"()": "realtime.logging.RedactTokensFilter"}},
+    "filters": {
+        "repeats": {
+            "()": "realtime.logging.RepeatedLinesFilter",
+            "interval": LOG_REPEAT_SECONDS,
+        },
+        "redact_tokens": {"()": "realtime.logging.RedactTokensFilter"},
+    },
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["redact_tokens"],
+            # Repeats first: a dropped line costs no redaction.
+            "filters": ["repeats", "redact_tokens"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
