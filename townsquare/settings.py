@@ -18,6 +18,7 @@ from typing import Any
 
 import django_stubs_ext
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 # Lets annotations such as ModelAdmin[Room] and Serializer[Any] run, as django-stubs documents.
 django_stubs_ext.monkeypatch()
@@ -27,11 +28,22 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
-# A fixed key for a laptop or a test run. `./run` writes a random one to `.env`; deployments
-# must set SECRET_KEY (the `townsquare.W001` check warns when this one is in use).
-INSECURE_DEV_SECRET_KEY = "insecure-dev-only-townsquare-secret-key-change-me-0123456789"
-SECRET_KEY: str = env.str("SECRET_KEY", default=INSECURE_DEV_SECRET_KEY)
 DEBUG: bool = env.bool("DEBUG", default=False)
+# Fail closed (OWASP ASVS V6.4, Django's deployment checklist): with DEBUG off, a missing key
+# or this published one stops every entry point (serve, migrate, asgi, any command) here,
+# since anyone holding the key can forge sessions and JWTs (a token for user 1 signed with
+# it passed as a superuser). `./run` writes a random key to `.env`; tests and type checks
+# use townsquare.settings_test. With DEBUG on (a laptop) this key is the default.
+INSECURE_DEV_SECRET_KEY = "insecure-dev-only-townsquare-secret-key-change-me-0123456789"
+SECRET_KEY: str = env.str("SECRET_KEY", default="")
+if not SECRET_KEY or SECRET_KEY == INSECURE_DEV_SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is missing or is the built-in development key while DEBUG is off: set "
+            "SECRET_KEY (long and random, the same on every worker) in the environment or in "
+            ".env (./run writes one); DEBUG=1 allows the development key on a laptop."
+        )
+    SECRET_KEY = INSECURE_DEV_SECRET_KEY
 ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
