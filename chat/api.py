@@ -1,10 +1,18 @@
-"""HTTP API of the chat app (DRF). Session or ``Authorization: Bearer <JWT>``.
+"""HTTP API of the chat app (DRF). Session (with CSRF) or ``Authorization: Bearer <JWT>``.
 
-``GET  /api/rooms/``                      rooms the user sees (joined + public)
+``GET  /api/rooms/``                      rooms the user sees (joined + public), by name,
+                                          ``page_size`` (default 100, at most 500) a page;
+                                          the next/previous pages in the ``Link`` header
+``POST /api/rooms/``                      ``{name, is_private?}`` → 201 the room; 400 a bad
+                                          or taken name, 403, 429 over the quota
 ``GET  /api/rooms/<id>/messages/``        newest first, cursor pagination (``?cursor=``)
 ``POST /api/rooms/<id>/messages/``        ``{text, client_id?}`` → 201, pushed live too
 ``POST /api/rooms/<id>/join/`` / ``leave/``  membership of public rooms
-Private rooms answer 403 to non-members; unknown rooms 404.
+
+A room that does not exist, an id outside ``1..2**63-1`` and a private room of which the user
+is not a member all answer the same 404 ``{"detail": "No such room."}``: a non-member learns
+nothing of a private room (OWASP API Security Top 10, API1 "Broken Object Level
+Authorization": answer as if the object did not exist).
 """
 
 from __future__ import annotations
@@ -14,16 +22,18 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
-from rest_framework.pagination import CursorPagination
+from rest_framework.exceptions import NotFound, PermissionDenied, Throttled, ValidationError
+from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import selectors, services
 from .models import Message, Room
+
+NO_SUCH_ROOM = "No such room."
 
 
 class RoomSerializer(serializers.ModelSerializer[Room]):
@@ -33,6 +43,19 @@ class RoomSerializer(serializers.ModelSerializer[Room]):
     class Meta:
         model = Room
         fields = ["id", "name", "is_private", "is_member", "last_offset", "stream"]
+
+
+class RoomCreateSerializer(serializers.Serializer[Any]):
+    """``POST /api/rooms/``: the name is checked by ``services.room_create``."""
+
+    name = serializers.CharField(
+        max_length=services.ROOM_NAME_MAX,
+        trim_whitespace=False,
+        help_text=f"{services.ROOM_NAME_RULE}; unique ignoring case",
+    )
+    is_private = serializers.BooleanField(
+        default=False, help_text="private rooms are created by staff only"
+    )
 
 
 class AuthorSerializer(serializers.Serializer[Any]):
@@ -51,30 +74,133 @@ class MessageSerializer(serializers.ModelSerializer[Message]):
         extra_kwargs = {"client_id": {"required": False}}
 
 
-class MessageCursorPagination(CursorPagination):
+class CheckedCursorPagination(CursorPagination):
+    """A cursor pagination that refuses a cursor whose position could not come from it
+    (a forged ``?cursor=``) with DRF's 404 "Invalid cursor", before it reaches a query:
+    a non-number compared with an integer column is a ``ValueError`` (500), and a NUL in a
+    text is refused by PostgreSQL."""
+
+    def position_valid(self, position: str) -> bool:
+        """Whether ``position`` could be a value of the ordering field."""
+        raise NotImplementedError
+
+    def decode_cursor(self, request: Request) -> Cursor | None:
+        cursor = super().decode_cursor(request)
+        position = None if cursor is None else cursor.position
+        if position is not None and not self.position_valid(str(position)):
+            raise NotFound(self.invalid_cursor_message)
+        return cursor
+
+
+class MessageCursorPagination(CheckedCursorPagination):
     ordering = "-offset"
     page_size = 50
     max_page_size = 200
     page_size_query_param = "page_size"
 
+    def position_valid(self, position: str) -> bool:
+        return position.isascii() and position.isdigit() and int(position) <= 2**63 - 1
+
+
+class RoomLinkPagination(CheckedCursorPagination):
+    """Rooms by name, ``page_size`` (default 100, at most 500) a page.
+
+    The body stays the JSON array of rooms that clients of ``GET /api/rooms/`` read; the
+    other pages are in the ``Link`` header (RFC 8288: ``<url>; rel="next"``,
+    ``<url>; rel="prev"``), as GitHub's API pages its lists. Cursor pagination: stable
+    under inserts, and its cost does not grow with the page number.
+    """
+
+    ordering = "name"
+    page_size = 100
+    max_page_size = 500
+    page_size_query_param = "page_size"
+
+    def position_valid(self, position: str) -> bool:
+        return selectors.room_name_lookup_valid(position)
+
+    def get_paginated_response(self, data: Any) -> Response:
+        links = [
+            f'<{url}>; rel="{rel}"'
+            for url, rel in ((self.get_next_link(), "next"), (self.get_previous_link(), "prev"))
+            if url
+        ]
+        return Response(data, headers={"Link": ", ".join(links)} if links else None)
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        return schema
+
+
+def _not_found(exc: Exception) -> NotFound:
+    return NotFound(NO_SUCH_ROOM)
+
 
 def _readable_room(request: Request, room_id: int) -> Room:
+    """The room, or 404 when it does not exist or is private and the user not a member."""
     try:
         return selectors.room_get_readable(user=request.user, room_id=room_id)
-    except Room.DoesNotExist as exc:
-        raise NotFound("No such room.") from exc
-    except DjangoPermissionDenied as exc:
-        raise PermissionDenied(str(exc)) from exc
+    except (Room.DoesNotExist, DjangoPermissionDenied) as exc:
+        raise _not_found(exc) from exc
 
 
-class RoomListView(generics.ListAPIView[Room]):
-    """Rooms the user has joined and every public room, by name."""
+LINK_HEADER = OpenApiParameter(
+    "Link",
+    type=str,
+    location=OpenApiParameter.HEADER,
+    response=[200],
+    description='The other pages (RFC 8288): `<url>; rel="next"`, `<url>; rel="prev"`; '
+    "absent when there is one page.",
+)
+RETRY_AFTER_HEADER = OpenApiParameter(
+    "Retry-After",
+    type=int,
+    location=OpenApiParameter.HEADER,
+    response=[429],
+    description="Seconds until the user may create a room again.",
+)
+
+
+class RoomListView(generics.ListCreateAPIView[Room]):
+    """Rooms the user has joined and every public room, by name; POST creates one."""
 
     serializer_class = RoomSerializer
-    pagination_class = None
+    pagination_class = RoomLinkPagination
 
     def get_queryset(self) -> QuerySet[Room]:
         return selectors.room_list_for_user(user=self.request.user)  # type: ignore[arg-type]
+
+    @extend_schema(parameters=[LINK_HEADER])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        request=RoomCreateSerializer,
+        parameters=[RETRY_AFTER_HEADER],
+        responses={
+            201: RoomSerializer,
+            400: OpenApiResponse(description="a bad name, or a room of that name exists"),
+            403: OpenApiResponse(description="a private room asked for by a non-staff user"),
+            429: OpenApiResponse(description="over ROOM_CREATE_QUOTA rooms in the last hour"),
+        },
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Create a room through ``services.room_create`` (name rule, per-user quota)."""
+        form = RoomCreateSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            room = services.room_create(
+                user=request.user,
+                name=form.validated_data["name"],
+                is_private=form.validated_data["is_private"],
+            )
+        except services.RoomQuotaExceeded as exc:
+            raise Throttled(wait=exc.retry_after, detail=str(exc)) from exc
+        except DjangoPermissionDenied as exc:
+            raise PermissionDenied(str(exc)) from exc
+        except DjangoValidationError as exc:
+            raise ValidationError({"name": exc.messages}, code=exc.code) from exc
+        room.is_member = False  # type: ignore[attr-defined]
+        return Response(RoomSerializer(room).data, status=status.HTTP_201_CREATED)
 
 
 class MessageListCreateView(generics.ListCreateAPIView[Message]):
@@ -97,28 +223,30 @@ class MessageListCreateView(generics.ListCreateAPIView[Message]):
                 text=form.validated_data["text"],
                 client_id=form.validated_data.get("client_id", ""),
             )
-        except Room.DoesNotExist as exc:
-            raise NotFound("No such room.") from exc
-        except DjangoPermissionDenied as exc:
-            raise PermissionDenied(str(exc)) from exc
+        except (Room.DoesNotExist, DjangoPermissionDenied) as exc:
+            # A private room's non-member gets the unknown room's answer.
+            raise _not_found(exc) from exc
         except DjangoValidationError as exc:
             raise ValidationError({"text": exc.messages}) from exc
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
 
 
 class RoomMembershipView(APIView):
-    """``POST join/`` or ``leave/``: membership of a public room → the room."""
+    """``POST join/`` or ``leave/``: membership of a public room → the room.
+
+    404 for an unknown room and for a private room the user is not a member of (its name
+    and size stay hidden); a member may leave a private room.
+    """
 
     action: str = "join"
 
     @extend_schema(request=None, responses={200: RoomSerializer})
     def post(self, request: Request, room_id: int) -> Response:
+        room = _readable_room(request, room_id)
         service = services.room_join if self.action == "join" else services.room_leave
         try:
-            room = service(user=request.user, room_id=room_id)  # type: ignore[arg-type]
-        except Room.DoesNotExist as exc:
-            raise NotFound("No such room.") from exc
-        except DjangoPermissionDenied as exc:
-            raise PermissionDenied(str(exc)) from exc
+            room = service(user=request.user, room_id=room.pk)  # type: ignore[arg-type]
+        except (Room.DoesNotExist, DjangoPermissionDenied) as exc:
+            raise _not_found(exc) from exc
         room.is_member = self.action == "join"  # type: ignore[attr-defined]
         return Response(RoomSerializer(room).data)

@@ -8,6 +8,14 @@ published like any other.
 
 Anonymous sockets, unknown rooms and non-members of private rooms are refused at the
 handshake (HTTP 403).
+
+Connecting to ``ws/chat/<room_name>/`` with a new name creates that public room, as seed 003
+did, through ``services.room_create``: the same name rule and per-user ``ROOM_CREATE_QUOTA``
+as the page's confirm button and ``POST /api/rooms/``. This is not a write another site can
+trigger: the socket is origin-checked (``AllowedHostsOriginValidator`` in townsquare/asgi.py
+refuses a foreign ``Origin``, so a cross-site page cannot open it with the visitor's cookie)
+and signed in (anonymous sockets are refused before any query). Over the quota, or with a name
+outside the rule, the handshake is refused (HTTP 403), and nothing is created.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from realtime.protocol import CloseCode, ErrorCode, ProtocolError, dumps
 
 from . import selectors, services
 from .models import Room
+from .services import RoomQuotaExceeded
 from .writer import get_writer
 
 
@@ -49,7 +58,7 @@ class SeedChatConsumer(RealtimeConsumer):
         kwargs = self.scope["url_route"]["kwargs"]
         try:
             room = await database_sync_to_async(self._room)(kwargs)
-        except (ObjectDoesNotExist, PermissionDenied, ValidationError):
+        except (ObjectDoesNotExist, PermissionDenied, ValidationError, RoomQuotaExceeded):
             await self.close(CloseCode.FORBIDDEN)
             return
         self.room_id = room.pk
@@ -64,7 +73,7 @@ class SeedChatConsumer(RealtimeConsumer):
     def _room(self, kwargs: dict[str, Any]) -> Room:
         if "room_id" in kwargs:
             return selectors.room_get_readable(user=self.user, room_id=int(kwargs["room_id"]))
-        room = services.room_get_or_create_public(name=kwargs["room_name"])
+        room = services.room_open_by_name(user=self.user, name=kwargs["room_name"])
         return selectors.room_get_readable(user=self.user, room_id=room.pk)
 
     async def receive_frame(self, frame: dict[str, Any]) -> None:

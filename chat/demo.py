@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from django.contrib.auth.models import User
 
+from . import selectors, services
 from .models import Room
 
 
+def _room(name: str, *, creator: User, is_private: bool) -> Room:
+    """The room called ``name``, created by ``services.room_create`` if missing."""
+    try:
+        return selectors.room_get_by_name(name=name)
+    except Room.DoesNotExist:
+        return services.room_create(user=creator, name=name, is_private=is_private)
+
+
 def load(users: dict[str, User]) -> str:
-    """Public rooms lobby and random; private room staff for alice and bob. Idempotent."""
+    """Public rooms lobby and random; private room staff for alice and bob. Idempotent.
+
+    Rooms are created by alice (staff: private rooms are hers to create, and no quota).
+    """
+    creator = users["alice"]
     for name in ("lobby", "random"):
-        Room.objects.get_or_create(name=name, defaults={"is_private": False})
-    staff, _ = Room.objects.get_or_create(name="staff", defaults={"is_private": True})
+        _room(name, creator=creator, is_private=False)
+    staff = _room("staff", creator=creator, is_private=True)
     if not staff.is_private:
         staff.is_private = True
         staff.save(update_fields=["is_private"])

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Value
 
 from .models import Message, Room
 
@@ -62,6 +62,22 @@ def room_list_for_user(*, user: User) -> QuerySet[Room]:
         Room.objects.filter(Q(is_private=False) | Q(members=user))
         .distinct()
         .annotate(is_member=Exists(membership))
+        .order_by("name")
+    )
+
+
+def room_list_joined(*, user: User) -> QuerySet[Room]:
+    """The rooms ``user`` is a member of, by name, each annotated ``is_member`` (True)."""
+    return user.rooms_joined.annotate(is_member=Value(True)).order_by("name")
+
+
+def room_list_public_not_joined(*, user: User) -> QuerySet[Room]:
+    """The public rooms ``user`` is not a member of, by name, annotated ``is_member`` (False)."""
+    membership = Room.members.through.objects.filter(room_id=OuterRef("pk"), user_id=user.id)
+    return (
+        Room.objects.filter(is_private=False)
+        .exclude(Exists(membership))
+        .annotate(is_member=Value(False))
         .order_by("name")
     )
 

@@ -288,7 +288,8 @@ def room_create_quota() -> int:
 def room_create(
     *, user: AbstractBaseUser | AnonymousUser, name: object, is_private: bool = False
 ) -> Room:
-    """Create a room called ``name``; its creator becomes its first member.
+    """Create a room called ``name``, with no members (as before: joining is a separate,
+    published step, ``room_join``; staff add a private room's members).
 
     The one path by which rooms are created (the page's confirm button, ``POST /api/rooms/``,
     the seed-003 socket, the admin, ``manage.py demo``).
@@ -325,7 +326,6 @@ def room_create(
             if Room.objects.filter(name__iexact=name).exists():
                 raise taken
             room = Room.objects.create(name=name, is_private=is_private, created_by=user)
-            room.members.add(user)
     except IntegrityError as exc:  # the same name, created concurrently
         raise taken from exc
     return room
@@ -367,3 +367,94 @@ def room_open_by_name(*, user: AbstractBaseUser | AnonymousUser, name: str) -> R
         if exc.code != "name_taken":
             raise
         return room_get_by_name(name=name)
+
+
+def room_members_change(
+    *, room_id: int, add: Sequence[int] = (), remove: Sequence[int] = (), by: User | None
+) -> tuple[list[int], list[int]]:
+    """Add and remove members of any room, private ones included (staff invite); publish
+    ``chat.member_joined`` for each user who became a member and ``chat.member_left`` for
+    each who stopped being one, after commit.
+
+    For a private room, each removed user's open subscriptions end after commit on every
+    worker with ``error {code: "unsubscribed"}`` (``chat.receivers``, which sees every change
+    of ``Room.members``). Users already in (or not in) the room are left alone, so calling
+    it twice changes nothing. A user in both ``add`` and ``remove`` is removed. Returns the
+    ids added and removed, ascending. Two queries and two membership writes at most,
+    whatever the number of users.
+
+    Raises:
+        PermissionDenied: ``by`` is not staff (``None`` means the system itself).
+        Room.DoesNotExist: no such room.
+    """
+    if by is not None and not by.is_staff:
+        raise PermissionDenied("only staff may change a room's members")
+    with transaction.atomic():
+        room = Room.objects.get(pk=room_id)
+        wanted_out = set(remove)
+        wanted_in = set(add) - wanted_out
+        current = _members(room_id, wanted_in | wanted_out)
+        added = sorted(wanted_in - current)
+        removed = sorted(wanted_out & current)
+        if not added and not removed:
+            return [], []
+        users = {u.pk: u for u in User.objects.filter(pk__in=added + removed)}
+        added = [pk for pk in added if pk in users]  # no such user: nothing to add
+        if added:
+            room.members.add(*added)
+        if removed:
+            room.members.remove(*removed)
+        events = [
+            Published(room.stream, "chat.member_joined", {"user": _user_data(users[pk])})
+            for pk in added
+        ] + [
+            Published(room.stream, "chat.member_left", {"user": _user_data(users[pk])})
+            for pk in removed
+        ]
+        transaction.on_commit(partial(publish_many, events))
+    return added, removed
+
+
+def room_members_set(*, room_id: int, user_ids: Sequence[int], by: User | None) -> None:
+    """Make ``user_ids`` exactly the room's members, through ``room_members_change`` (the
+    difference only: events for who joined and who left, revocation for who left a private
+    room).
+
+    Raises what ``room_members_change`` raises.
+    """
+    with transaction.atomic():
+        current = set(
+            Room.members.through.objects.filter(room_id=room_id).values_list("user_id", flat=True)
+        )
+        wanted = set(user_ids)
+        room_members_change(
+            room_id=room_id, add=sorted(wanted - current), remove=sorted(current - wanted), by=by
+        )
+
+
+def room_member_remove(*, room_id: int, user: User, by: User | None) -> bool:
+    """Remove ``user`` from a room (staff's removal, unlike ``room_leave``); publish
+    ``chat.member_left`` and, for a private room, end their subscriptions (see
+    ``room_members_change``). Returns whether they were a member.
+
+    Raises what ``room_members_change`` raises.
+    """
+    _, removed = room_members_change(room_id=room_id, remove=[user.pk], by=by)
+    return bool(removed)
+
+
+def room_delete(*, room_id: int, by: User | None) -> None:
+    """Delete a room with its messages (its whole stream: no offset of it survives, so there
+    is no gap to see). Members are removed first, so subscribers of a private room are told
+    ``unsubscribed`` after commit (a cascade would delete the memberships silently).
+
+    Raises:
+        PermissionDenied: ``by`` is not staff.
+        Room.DoesNotExist: no such room.
+    """
+    if by is not None and not by.is_staff:
+        raise PermissionDenied("only staff may delete rooms")
+    with transaction.atomic():
+        room = Room.objects.get(pk=room_id)
+        room.members.clear()
+        room.delete()

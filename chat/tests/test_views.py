@@ -1,4 +1,4 @@
-"""Chat pages: room list, room page (403 for non-members), room by name, join/leave."""
+"""Chat pages: room list, room page (404 for non-members), room by name, join/leave."""
 
 from __future__ import annotations
 
@@ -34,10 +34,18 @@ def test_room_list_shows_joined_and_public_rooms(demo: Demo) -> None:
     assert f"/chat/room/{demo.staff.pk}/" not in carol
 
 
-def test_private_room_page_is_403_for_non_members(demo: Demo) -> None:
-    assert signed_in(demo.carol).get(f"/chat/room/{demo.staff.pk}/").status_code == 403
+def test_private_room_page_is_the_unknown_rooms_404_for_non_members(demo: Demo) -> None:
+    carol = signed_in(demo.carol)
+    unknown = carol.get("/chat/room/999999/")
+    for path in (f"/chat/room/{demo.staff.pk}/", "/chat/staff/", "/chat/STAFF/"):
+        response = carol.get(path)
+        assert response.status_code == 404
+        # Neither the name nor the members of the private room are on the page.
+        html = response.content.decode()
+        assert "staff" not in html.lower() and "alice" not in html and "bob" not in html
+        assert html == unknown.content.decode()
     assert signed_in(demo.bob).get(f"/chat/room/{demo.staff.pk}/").status_code == 200
-    assert signed_in(demo.carol).get("/chat/staff/").status_code == 403
+    assert signed_in(demo.bob).get("/chat/staff/").status_code == 200
 
 
 def test_room_page_renders_history_escaped_and_the_offset_to_resume_from(demo: Demo) -> None:
@@ -56,10 +64,21 @@ def test_room_page_renders_history_escaped_and_the_offset_to_resume_from(demo: D
     assert "script-src 'self'" in response["Content-Security-Policy"]
 
 
-def test_room_by_name_creates_a_public_room(demo: Demo) -> None:
-    response = signed_in(demo.dave).get("/chat/newbox/")
-    assert response.status_code == 200
-    assert Room.objects.get(name="newbox").is_private is False
+def test_room_by_name_asks_then_creates_a_public_room_on_post(demo: Demo) -> None:
+    dave = signed_in(demo.dave)
+    asked = dave.get("/chat/newbox/")
+    assert asked.status_code == 200
+    html = asked.content.decode()
+    assert 'Room <span class="room-name">newbox</span> does not exist yet' in html
+    assert '<form method="post" action="/chat/newbox/">' in html
+    assert "csrfmiddlewaretoken" in html
+    assert not Room.objects.filter(name="newbox").exists()  # GET wrote nothing
+    created = dave.post("/chat/newbox/")
+    assert (created.status_code, created["Location"]) == (302, "/chat/newbox/")
+    room = Room.objects.get(name="newbox")
+    assert (room.is_private, room.created_by) == (False, demo.dave)
+    shown = dave.get("/chat/newbox/")
+    assert shown.status_code == 200 and shown.context["room"] == room
 
 
 def test_join_and_leave_forms(demo: Demo) -> None:
@@ -68,5 +87,6 @@ def test_join_and_leave_forms(demo: Demo) -> None:
     assert demo.random.members.filter(pk=demo.carol.pk).exists()
     assert carol.post(f"/chat/room/{demo.random.pk}/leave/").status_code == 302
     assert not demo.random.members.filter(pk=demo.carol.pk).exists()
-    assert carol.post(f"/chat/room/{demo.staff.pk}/join/").status_code == 403
+    assert carol.post(f"/chat/room/{demo.staff.pk}/join/").status_code == 404
+    assert carol.post(f"/chat/room/{demo.staff.pk}/leave/").status_code == 404
     assert carol.get(f"/chat/room/{demo.random.pk}/join/").status_code == 405
