@@ -21,7 +21,12 @@ class RealtimeSettings:
     RATE_LIMIT_CLOSE_AFTER: int = 100
     MAX_STREAMS_PER_SOCKET: int = 100
     OUTBOX_MAX_BYTES: int = 4 * 1024 * 1024
-    REPLAY_MAX: int = 5000
+    REPLAY_MAX: int = 1000
+    REPLAY_ROWS_PER_SECOND: float = 1000.0
+    REPLAY_ROWS_BURST: int = 2000
+    MAX_QUEUED_FRAMES: int = 64
+    MAX_SOCKETS_PER_USER: int = 100
+    MAX_SOCKETS_PER_ADDRESS: int = 1000
     JWT_TTL_SECONDS: int = 15 * 60
     HUB_REFRESH_SECONDS: float = 30.0
     GAP_WAIT_SECONDS: float = 0.25

@@ -12,9 +12,11 @@ calls go through ``database_sync_to_async``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,7 @@ from django.db import DatabaseError
 from . import metrics, presence, registry, signals
 from .conf import rt_settings
 from .hub import Frame, Hub, Renderer, get_hub
+from .limits import TokenBucket, connection_caps, replay_lanes
 from .middleware import SERVER_SEND_KEY, SUBPROTOCOL
 from .outbox import Outbox
 from .protocol import CloseCode, ErrorCode, ProtocolError, encode_ack, encode_error, encode_event
@@ -261,10 +264,19 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     for each decoded JSON object. They call ``send_text`` / ``send_frame`` to write and
     ``open_subscription`` to join a stream.
 
-    Limits (``TOWNSQUARE_REALTIME``): a text frame over ``MAX_FRAME_BYTES`` closes with
-    1009; frames beyond ``FRAMES_PER_SECOND`` (burst ``FRAME_BURST``) are dropped with a
+    Limits (``TOWNSQUARE_REALTIME``), all applied when a frame is *read*, before any work:
+    a binary frame closes with 1003; a text frame over ``MAX_FRAME_BYTES`` closes with 1009;
+    frames beyond ``FRAMES_PER_SECOND`` (burst ``FRAME_BURST``) are dropped with a
     ``rate_limited`` error, and ``RATE_LIMIT_CLOSE_AFTER`` drops in a row close with 4029;
-    unsent output over ``OUTBOX_MAX_BYTES`` closes with 4008.
+    unsent output over ``OUTBOX_MAX_BYTES`` closes with 4008. More than
+    ``MAX_SOCKETS_PER_USER`` / ``MAX_SOCKETS_PER_ADDRESS`` sockets in this process are refused
+    at the handshake (HTTP 429 with a JSON body where the server supports ASGI's
+    ``websocket.http.response`` extension, else 403).
+
+    Frames are read by the server's task (which goes on reading, so a disconnect is seen at
+    once) and handled in order by a worker task that exists only while frames wait; at most
+    ``MAX_QUEUED_FRAMES`` wait, beyond which reading pauses (backpressure into TCP). On
+    disconnect the frames not yet handled are dropped and the one being handled is cancelled.
     """
 
     # The hub holds this process's only layer channel; sockets need none.
@@ -273,6 +285,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     accepted = False
     outbox: Outbox
     subscriptions: dict[str, Subscription]
+    #: The user and client-address keys this socket is counted under (``limits``), or None
+    #: before the handshake admitted it.
+    _counted: tuple[Any, str | None] | None = None
+    #: The task handling queued frames; None while nothing waits.
+    _worker: asyncio.Task[None] | None = None
+    #: Set while the reader waits for room in the queue.
+    _space: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Run the socket: Channels' ``AsyncConsumer.__call__`` for a consumer without a
@@ -313,12 +332,55 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             max_bytes=limits.OUTBOX_MAX_BYTES,
             on_overflow=self._on_overflow,
         )
-        self._tokens = float(limits.FRAME_BURST)
-        self._refilled = time.monotonic()
+        self.bucket = TokenBucket(limits.FRAMES_PER_SECOND, limits.FRAME_BURST)
+        # Rows of replay this socket may read; a replay past it runs, then the next
+        # `subscribe {since}` waits until the debt is repaid.
+        self.replay_budget = TokenBucket(limits.REPLAY_ROWS_PER_SECOND, limits.REPLAY_ROWS_BURST)
         self._drops = 0
+        self._queue: deque[str] = deque()
         self.connected_at = time.monotonic()
         self.socket_id = presence.new_socket_id()
+        if not await self._admit():
+            return
         await self.connect()
+
+    async def _admit(self) -> bool:
+        """Count the socket against the per-user and per-address caps, or refuse it."""
+        user = self.user
+        user_key = user.pk if user.is_authenticated else None
+        address = self.address
+        full = connection_caps.admit(
+            user_key,
+            address,
+            per_user=self.limits.MAX_SOCKETS_PER_USER,
+            per_address=self.limits.MAX_SOCKETS_PER_ADDRESS,
+        )
+        if full is None:
+            self._counted = (user_key, address)
+            return True
+        metrics.closed(CloseCode.FORBIDDEN)
+        logger.info("event=socket.refused reason=too_many_sockets per=%s user=%s", full, user_key)
+        if "websocket.http.response" in (self.scope.get("extensions") or {}):
+            body = orjson.dumps(
+                {
+                    "code": "too_many_connections",
+                    "detail": f"too many open sockets for this {full}; close some and retry",
+                }
+            )
+            await self.base_send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": 429,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"retry-after", b"10"),
+                    ],
+                }
+            )
+            await self.base_send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await super().close()
+        return False
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         """Accept the socket, choosing our subprotocol when the client offered it."""
@@ -351,7 +413,17 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         await self.outbox.abort(code, reason)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        """Called when the socket closed: leave every stream, stop the writer."""
+        """Called when the socket closed: drop queued frames, cancel the one being handled,
+        leave every stream, stop the writer."""
+        self._queue.clear()
+        worker = self._worker
+        if worker is not None:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        if self._counted is not None:
+            connection_caps.release(*self._counted)
+            self._counted = None
         for stream in list(self.subscriptions):
             await self.close_subscription(stream)
         if self.accepted:
@@ -373,18 +445,24 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     # --- receiving ------------------------------------------------------------------------
     async def websocket_receive(self, message: dict[str, Any]) -> None:
-        """Called for each client message: limits, JSON decoding, then ``receive_frame``."""
+        """Called for each client message as it is read: the limits, then the queue.
+
+        Nothing here waits on the database or the channel layer, so every frame is counted
+        against the rate limit when it arrives, however busy the socket's earlier frames are.
+        """
+        if self._counted is None:
+            return  # refused at the handshake; the server is closing it
         text = message.get("text")
         if text is None:
             metrics.frame_in("binary")
-            await self.send_error(ErrorCode.BAD_FRAME, "binary messages are not accepted")
+            await self.abort(CloseCode.UNSUPPORTED_DATA, "binary frames are not accepted")
             return
         limit = self.limits.MAX_FRAME_BYTES
         if len(text) > limit // 4 and len(text.encode()) > limit:
             metrics.frame_in("dropped")
             await self.abort(CloseCode.MESSAGE_TOO_BIG, "frame too big")
             return
-        if not self._take_token():
+        if not self.bucket.take():
             metrics.frame_in("dropped")
             self._drops += 1
             if self._drops >= self.limits.RATE_LIMIT_CLOSE_AFTER:
@@ -393,6 +471,40 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 await self.send_error(ErrorCode.RATE_LIMITED, "too many frames; slow down")
             return
         self._drops = 0
+        queue = self._queue
+        while len(queue) >= self.limits.MAX_QUEUED_FRAMES:
+            # Stop reading until the worker takes one: the client's frames back up into TCP.
+            self._space = asyncio.get_running_loop().create_future()
+            await self._space
+        queue.append(text)
+        if self._worker is None:
+            # Eager: a frame handled without waiting (ping, typing, a pipelined send) never
+            # schedules the task.
+            worker = asyncio.eager_task_factory(asyncio.get_running_loop(), self._work())
+            if not worker.done():
+                self._worker = worker
+
+    async def _work(self) -> None:
+        # Handle queued frames in order until none is left.
+        queue = self._queue
+        try:
+            while queue:
+                text = queue.popleft()
+                space = self._space
+                if space is not None and not space.done():
+                    space.set_result(None)
+                try:
+                    await self.handle_text(text)
+                except Exception:
+                    logger.exception("a frame failed on a bug; closing the socket")
+                    await self.abort(CloseCode.INTERNAL_ERROR, "internal error")
+                    queue.clear()
+        finally:
+            self._worker = None
+
+    async def handle_text(self, text: str) -> None:
+        """Decode one admitted text frame and pass it to ``receive_frame``; errors that map
+        to an ``error`` frame (``error_for_exception``) are answered, others raise."""
         try:
             frame = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -435,19 +547,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         Must return one of a bounded set of values.
         """
         return "seed"
-
-    def _take_token(self) -> bool:
-        now = time.monotonic()
-        limits = self.limits
-        self._tokens = min(
-            float(limits.FRAME_BURST),
-            self._tokens + (now - self._refilled) * limits.FRAMES_PER_SECOND,
-        )
-        self._refilled = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
 
     # --- sending --------------------------------------------------------------------------
     async def send(
@@ -556,7 +655,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
                 ErrorCode.UNAVAILABLE, "the channel layer is unavailable; retry"
             ) from exc
         try:
-            opened = await database_sync_to_async(self._read_initial)(kind, key, since)
+            opened = await self._read_initial_fairly(kind, key, since)
             if subscription.presence:
                 await presence.arrive(stream, self.presence_user, self.socket_id)
                 users = await presence.online(stream)
@@ -591,6 +690,28 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if since is None and kind.head is not None:
             return kind.head(key)
         return since
+
+    async def _read_initial_fairly(
+        self, kind: registry.StreamKind, key: str, since: int | None
+    ) -> Opened:
+        # A replay is the longest database read a client can ask for, and the database
+        # thread serves everyone in turn: one replay at a time per user (or address), so a
+        # user's many sockets wait behind each other, not in front of other users.
+        read = database_sync_to_async(self._read_initial)
+        if since is None or kind.replay is None:
+            return await read(kind, key, since)
+        user = self.user
+        lane_key = ("user", user.pk) if user.is_authenticated else ("address", self.address)
+        async with replay_lanes.lane(lane_key):
+            opened = await read(kind, key, since)
+        self.replay_budget.charge(len(opened.replay))
+        return opened
+
+    @property
+    def address(self) -> str | None:
+        """The client's address (the proxy's, unless ``TRUSTED_PROXIES`` names it)."""
+        client = self.scope.get("client")
+        return str(client[0]) if client else None
 
     def _read_initial(self, kind: registry.StreamKind, key: str, since: int | None) -> Opened:
         opened = Opened(durable=kind.durable)
@@ -708,6 +829,15 @@ class StreamConsumer(RealtimeConsumer):
         since = frame.get("since")
         if since is not None and (type(since) is not int or since < 0):
             raise ProtocolError(ErrorCode.INVALID, "since must be a non-negative integer")
+        if since is not None and self.replay_budget.in_debt():
+            wait = self.replay_budget.seconds_to_repay()
+            await self.send_error(
+                ErrorCode.RATE_LIMITED,
+                f"replay budget spent; retry in {wait:.1f} s",
+                ref=frame.get("ref"),
+                retry_after=round(wait, 1),
+            )
+            return
         opened = await self.open_subscription(stream, since=since)
         subscription = opened.subscription
         assert isinstance(stream, str) and subscription is not None

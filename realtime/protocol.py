@@ -30,6 +30,9 @@ import orjson
 class CloseCode(IntEnum):
     """WebSocket close codes the server uses (RFC 6455 §7.4.1 and the 4000–4999 private range)."""
 
+    #: The client sent a binary frame; the protocol is JSON text only (RFC 6455 "unsupported
+    #: data").
+    UNSUPPORTED_DATA = 1003
     #: A client frame was larger than ``MAX_FRAME_BYTES`` (RFC 6455 "message too big").
     MESSAGE_TOO_BIG = 1009
     #: The server failed on a bug while handling a frame (RFC 6455 "internal error"); the
@@ -65,7 +68,9 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     #: Subscribing would exceed ``MAX_STREAMS_PER_SOCKET``.
     TOO_MANY_STREAMS = "too_many_streams"
-    #: The frame was dropped: more than ``FRAMES_PER_SECOND`` (burst ``FRAME_BURST``).
+    #: The frame was dropped: more than ``FRAMES_PER_SECOND`` (burst ``FRAME_BURST``), or a
+    #: ``subscribe`` with ``since`` while the socket's replay budget is spent (``retry_after``,
+    #: seconds, says when to try again).
     RATE_LIMITED = "rate_limited"
     #: The action needs a signed-in user.
     UNAUTHENTICATED = "unauthenticated"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,32 @@ if not SECRET_KEY or SECRET_KEY == INSECURE_DEV_SECRET_KEY:
 ALLOWED_HOSTS: list[str] = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS: list[str] = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
+# --- HTTPS (Django's deployment checklist; docs/operations.md, "Production environment") -------
+# All off by default: a laptop serves plain http. Behind TLS, turn them all on.
+# Cookies only over https, so a network attacker never sees a session or CSRF cookie.
+SESSION_COOKIE_SECURE: bool = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE: bool = env.bool("CSRF_COOKIE_SECURE", default=False)
+# Redirect http to https. Django must see the request's real scheme: `serve` takes it from
+# X-Forwarded-Proto sent by a TRUSTED_PROXIES address, or see PROXY_SETS_X_FORWARDED_PROTO.
+SECURE_SSL_REDIRECT: bool = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Probes and scrapers call the workers' own ports over plain http (paths without the "/").
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# Strict-Transport-Security, in seconds (RFC 6797): browsers then refuse http for the site.
+# Start small (3600), raise to a year (31536000) once https works everywhere.
+SECURE_HSTS_SECONDS: int = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS: bool = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD: bool = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Only when every request reaches Django through a proxy that sets X-Forwarded-Proto itself
+# (a client's own header would otherwise pass as https). Not needed under `manage.py serve`
+# with TRUSTED_PROXIES, where uvicorn already applies the header from trusted proxies only.
+if env.bool("PROXY_SETS_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Addresses of the reverse proxies in front of `manage.py serve` (comma-separated IPs, or
+# "*"): only their X-Forwarded-For/-Proto are believed, and then REMOTE_ADDR (what sign-in
+# throttling counts) and a socket's client address are the real client's. Empty (the
+# default): the headers are ignored and the peer's own address is the client's.
+TRUSTED_PROXIES: list[str] = env.list("TRUSTED_PROXIES", default=[])
+
 INSTALLED_APPS = [
     # First, so that `manage.py runserver` serves ASGI (WebSockets included), as the seeds do.
     "daphne",
@@ -59,6 +86,8 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "drf_spectacular",
+    # Sign-in throttling (settings under "Sign-in throttling" below).
+    "axes",
     "realtime",
     "chat",
     "notifications",
@@ -78,6 +107,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
+    # Last, as django-axes documents: turns a locked-out sign-in into its lockout answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "townsquare.urls"
@@ -202,7 +233,34 @@ else:
         }
     }
 
+# --- Cache: sign-in failures and DRF throttles, shared by every worker --------------------------
+# With REDIS_URL, Redis under the channel layer's key prefix (realtime.conf.redis_prefix), so
+# one deployment's (or one test's) counters never meet another's; otherwise one process's
+# memory, which is the whole deployment on the embedded default (`serve` refuses --workers
+# without REDIS_URL). A Redis that does not answer fails the request within the timeouts (s).
+CACHES: dict[str, dict[str, Any]]
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": f"{CHANNEL_LAYERS['default']['CONFIG']['prefix']}:cache",
+            "OPTIONS": {"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+        }
+    }
+else:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ts"}
+    }
+    # axes.W001 warns that memory is not shared between processes; here there is one.
+    SILENCED_SYSTEM_CHECKS = ["axes.W001"]
+
 # --- Auth -----------------------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out account or address before any password is hashed.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -212,6 +270,25 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# --- Sign-in throttling (django-axes; OWASP Authentication cheat sheet, "Account lockout") ---
+# /accounts/login/, /admin/login/ and POST /api/token/ count failed sign-ins per account
+# (username) and per client address (REMOTE_ADDR, see TRUSTED_PROXIES) in the cache above.
+# LOGIN_FAILURE_LIMIT failures on either lock it: every further attempt, the right password
+# included, answers 429 (pages: HTML; /api/: {"detail", "code": "locked_out"}) with
+# Retry-After, until LOGIN_COOLOFF_SECONDS pass without a new attempt. A successful
+# sign-in clears its account's and address's counts.
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_FAILURE_LIMIT: int = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("LOGIN_COOLOFF_SECONDS", default=15 * 60))
+AXES_RESET_ON_SUCCESS = True
+# The address is REMOTE_ADDR alone, never a client-chosen X-Forwarded-For.
+AXES_CLIENT_IP_CALLABLE = "townsquare.signin.client_address"
+AXES_LOCKOUT_CALLABLE = "townsquare.signin.lockout_response"
+AXES_HTTP_RESPONSE_CODE = 429
+# The cache handler keeps nothing in the database: its admin pages would stay empty.
+AXES_ENABLE_ADMIN = False
 
 # --- Internationalization -------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -256,6 +333,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_THROTTLE_RATES": {"token": env.str("TOKEN_RATE", default="20/min")},
+    # Throttles count per REMOTE_ADDR (already the client's own behind TRUSTED_PROXIES);
+    # None would make DRF believe any client's X-Forwarded-For.
+    "NUM_PROXIES": 0,
     # A database outage answers a JSON 503 (code "unavailable"), not an HTML 500.
     "EXCEPTION_HANDLER": "realtime.api_errors.api_exception_handler",
 }
@@ -264,6 +344,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Rooms and messages over HTTP; the same services as the WebSocket protocol.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # <id:…> path parameters (townsquare/converters.py): integers 1..2**63-1.
+    "PATH_CONVERTER_OVERRIDES": {
+        "id": {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}
+    },
 }
 
 # --- Townsquare real-time core (see docs/protocol.md) ---------------------------------------
@@ -280,8 +364,22 @@ TOWNSQUARE_REALTIME = {
     # Unsent output one socket may hold, in characters of encoded JSON (bytes for ASCII);
     # above it the socket is closed with 4008 (slow reader).
     "OUTBOX_MAX_BYTES": env.int("RT_OUTBOX_MAX_BYTES", default=4 * 1024 * 1024),
-    # Messages a `subscribe {since}` replays at most; beyond it the ack says `truncated`.
-    "REPLAY_MAX": env.int("RT_REPLAY_MAX", default=5000),
+    # Messages a `subscribe {since}` replays at most; beyond it the ack says `truncated`
+    # (the client subscribes again from the last one). One replay is one database read:
+    # 1,000 rows take ~14 ms on SQLite here, the longest another user's subscribe waits.
+    "REPLAY_MAX": env.int("RT_REPLAY_MAX", default=1000),
+    # Replay budget per socket, in rows: refilled at this rate (rows per second) up to the
+    # burst. A replay runs whole and is charged after; a `subscribe {since}` while the budget
+    # is negative gets `rate_limited` with `retry_after` (seconds), and nothing is read.
+    "REPLAY_ROWS_PER_SECOND": env.float("RT_REPLAY_ROWS_PER_SECOND", default=1000.0),
+    "REPLAY_ROWS_BURST": env.int("RT_REPLAY_ROWS_BURST", default=2000),
+    # Frames one socket may have read but not yet handled; beyond it the server stops reading
+    # that socket until one is handled (backpressure into TCP).
+    "MAX_QUEUED_FRAMES": env.int("RT_MAX_QUEUED_FRAMES", default=64),
+    # Open sockets per signed-in user and per client address in one worker process (0: no
+    # cap); one more is refused at the handshake (HTTP 429, code too_many_connections).
+    "MAX_SOCKETS_PER_USER": env.int("RT_MAX_SOCKETS_PER_USER", default=100),
+    "MAX_SOCKETS_PER_ADDRESS": env.int("RT_MAX_SOCKETS_PER_ADDRESS", default=1000),
     # How often each worker re-joins the layer groups of its streams, in seconds: the longest
     # a worker stays deaf after Redis lost group membership (restart, expiry).
     "HUB_REFRESH_SECONDS": env.float("RT_HUB_REFRESH_SECONDS", default=30.0),
@@ -315,6 +413,9 @@ FEED_INTERVAL_SECONDS: float = env.float("FEED_INTERVAL_SECONDS", default=2.0)
 
 # Key for POST /api/publish/ (header X-Townsquare-Key); empty disables the endpoint.
 PUBLISH_API_KEY: str = env.str("PUBLISH_API_KEY", default="")
+
+# Rooms one user may create per hour (page, API, seed-003 socket); staff are exempt; 0 = no limit.
+ROOM_CREATE_QUOTA: int = env.int("ROOM_CREATE_QUOTA", default=10)
 
 # --- Logging: one line per event; tokens never reach a log -----------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -76,10 +76,14 @@ async def test_bad_frames_get_an_error_and_the_socket_stays_usable(
     assert (await receive(ws))["ref"] == "after"
 
 
-async def test_binary_frames_are_refused_with_an_error(ws: WebsocketCommunicator) -> None:
+async def test_binary_frames_close_the_socket_with_1003(ws: WebsocketCommunicator) -> None:
     await ws.send_to(bytes_data=b"\x00\x01")
-    error = await receive(ws)
-    assert (error["type"], error["code"]) == ("error", "bad_frame")
+    closed = await ws.receive_output(timeout=2)
+    assert closed == {
+        "type": "websocket.close",
+        "code": 1003,
+        "reason": "binary frames are not accepted",
+    }
 
 
 async def test_error_carries_the_ref_of_the_failing_frame(ws: WebsocketCommunicator) -> None:
