@@ -83,4 +83,5 @@ class Message(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.room_id}#{self.offset} {self.text[:40]}"
+        """``lobby #3 alice: the first 40 characters``."""
+        return f"{self.room} #{self.offset} {self.author}: {self.text[:40]}"

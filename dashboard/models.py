@@ -15,7 +15,11 @@ class FeedSwitch(models.Model):
     last_tick_at = models.DateTimeField(null=True, blank=True, editable=False)
     changed_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        verbose_name_plural = "feed switches"
+
     def __str__(self) -> str:
+        """``feed on`` or ``feed off``."""
         return f"feed {'on' if self.status == self.ON else 'off'}"
 
 
@@ -29,4 +33,5 @@ class FeedRecord(models.Model):
         ordering = ["-id"]
 
     def __str__(self) -> str:
-        return f"record {self.pk}"
+        """``record 7 (tick)``."""
+        return f"record {self.pk} ({self.text})" if self.text else f"record {self.pk}"

@@ -20,8 +20,12 @@ class Inbox(models.Model):
     )
     last_offset = models.PositiveBigIntegerField(default=0)
 
+    class Meta:
+        verbose_name_plural = "inboxes"
+
     def __str__(self) -> str:
-        return f"inbox of {self.user_id} at {self.last_offset}"
+        """``inbox of alice at 12``."""
+        return f"inbox of {self.user} at {self.last_offset}"
 
 
 class Notification(models.Model):
@@ -52,4 +56,5 @@ class Notification(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.recipient_id}: {self.title}"
+        """``alice #12: Moka pot: 8 left``."""
+        return f"{self.recipient} #{self.offset}: {self.title}"

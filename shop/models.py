@@ -15,7 +15,9 @@ class Item(models.Model):
 
     name = models.CharField(max_length=120, unique=True)
     description = models.TextField(blank=True, default="")
-    price_cents = models.PositiveIntegerField()
+    price_cents = models.PositiveIntegerField(
+        "price (cents)", help_text="In cents: 1234 is $12.34."
+    )
     quantity = models.IntegerField(default=0)
     version = models.PositiveBigIntegerField(default=0, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
@@ -49,7 +51,8 @@ class Purchase(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.user_id} bought {self.quantity} × {self.item_id}"
+        """``bob bought 2 × Moka pot``."""
+        return f"{self.user} bought {self.quantity} × {self.item}"
 
 
 class Watch(models.Model):
@@ -62,7 +65,9 @@ class Watch(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name_plural = "watches"
         constraints = [models.UniqueConstraint(fields=["user", "item"], name="watch_user_item")]
 
     def __str__(self) -> str:
-        return f"{self.user_id} watches {self.item_id}"
+        """``alice watches Moka pot``."""
+        return f"{self.user} watches {self.item}"
