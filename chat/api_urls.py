@@ -5,10 +5,10 @@ from . import api
 urlpatterns = [
     path("rooms/", api.RoomListView.as_view(), name="api-rooms"),
     path(
-        "rooms/<int:room_id>/messages/",
+        "rooms/<id:room_id>/messages/",
         api.MessageListCreateView.as_view(),
         name="api-room-messages",
     ),
-    path("rooms/<int:room_id>/join/", api.RoomMembershipView.as_view(action="join")),
-    path("rooms/<int:room_id>/leave/", api.RoomMembershipView.as_view(action="leave")),
+    path("rooms/<id:room_id>/join/", api.RoomMembershipView.as_view(action="join")),
+    path("rooms/<id:room_id>/leave/", api.RoomMembershipView.as_view(action="leave")),
 ]

@@ -5,8 +5,8 @@ from . import views
 app_name = "chat"
 urlpatterns = [
     path("", views.room_list, name="rooms"),
-    path("chat/room/<int:room_id>/", views.room_detail, name="room"),
-    path("chat/room/<int:room_id>/join/", views.room_join, name="join"),
-    path("chat/room/<int:room_id>/leave/", views.room_leave, name="leave"),
+    path("chat/room/<id:room_id>/", views.room_detail, name="room"),
+    path("chat/room/<id:room_id>/join/", views.room_join, name="join"),
+    path("chat/room/<id:room_id>/leave/", views.room_leave, name="leave"),
     path("chat/<str:room_name>/", views.room_by_name, name="room-by-name"),
 ]

@@ -86,10 +86,18 @@ class PublishSerializer(serializers.Serializer[Any]):
     # The request field is called "data", as in every publish API; it shadows Serializer.data,
     # which this input-only serializer never uses.
     data = serializers.JSONField()  # type: ignore[assignment]
-    offset = serializers.IntegerField(required=False, min_value=1)
+    # Offsets are 64-bit (frames are encoded by orjson, which refuses larger integers).
+    offset = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
 
     def validate_data(self, value: Any) -> Any:
-        if len(orjson.dumps(value)) > rt_settings().MAX_FRAME_BYTES:
+        try:
+            encoded = orjson.dumps(value)
+        except orjson.JSONEncodeError as exc:
+            # An integer beyond 64 bits (or a lone surrogate): a frame cannot carry it.
+            raise serializers.ValidationError(
+                "data must be JSON with integers of at most 64 bits"
+            ) from exc
+        if len(encoded) > rt_settings().MAX_FRAME_BYTES:
             raise serializers.ValidationError("data is larger than MAX_FRAME_BYTES")
         return value
 

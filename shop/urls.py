@@ -5,5 +5,5 @@ from . import views
 app_name = "shop"
 urlpatterns = [
     path("", views.item_list, name="items"),
-    path("item/<int:item_id>/", views.item_detail, name="item"),
+    path("item/<id:item_id>/", views.item_detail, name="item"),
 ]

@@ -1,11 +1,22 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import include, path
+from django.urls import include, path, register_converter
 from drf_spectacular.views import SpectacularAPIView
 
 from dashboard import views as dashboard_views
 from realtime import health
 from realtime.views import PublishView, TokenView
+from townsquare.converters import IdConverter
+
+# <id:…> in every app's urls: ids 1..2**63-1, anything else a 404 (townsquare/converters.py).
+# Registered before the include()s below import the apps' url modules.
+register_converter(IdConverter, "id")
+
+# Error pages: JSON under /api/ ({"detail", "code"}), Django's HTML pages elsewhere.
+handler400 = "realtime.api_errors.bad_request"
+handler403 = "realtime.api_errors.permission_denied"
+handler404 = "realtime.api_errors.page_not_found"
+handler500 = "realtime.api_errors.server_error"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
