@@ -228,6 +228,9 @@ class Opened:
     replay: list[Event] = field(default_factory=list)
     truncated: bool = False
     subscription: Subscription | None = None
+    #: Presence could not be read or written (Redis hung or down): no ``presence.state`` in
+    #: the snapshot; it follows once the store answers (``presence.restore_later``).
+    degraded: bool = False
 
 
 @dataclass(frozen=True)
@@ -613,9 +616,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         The returned subscription buffers live frames until ``go_live()``; the caller first
         sends the kind's snapshot events, then the replay after ``since``.
 
+        Every wait on Redis is bounded by ``REDIS_TIMEOUT_SECONDS``: a channel layer that does
+        not answer is ``unavailable`` (the client retries); a presence store that does not
+        answer leaves the subscription working with ``opened.degraded`` set (docs/protocol.md,
+        "Degraded subscriptions").
+
         Raises:
             ProtocolError: ``invalid``, ``unknown_stream``, ``too_many_streams``,
-                ``forbidden``, ``not_found``, ``unauthenticated``.
+                ``forbidden``, ``not_found``, ``unauthenticated``, ``unavailable`` (the
+                channel layer failed or timed out).
             DatabaseError: the database failed (mapped to ``unavailable``).
         """
         kind, key = registry.resolve(stream)
@@ -657,9 +666,21 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         try:
             opened = await self._read_initial_fairly(kind, key, since)
             if subscription.presence:
-                await presence.arrive(stream, self.presence_user, self.socket_id)
-                users = await presence.online(stream)
-                opened.snapshot.append(Event("presence.state", {"users": users}))
+                try:
+                    if not await presence.arrive(stream, self.presence_user, self.socket_id):
+                        raise ProtocolError(ErrorCode.UNAVAILABLE, "presence store")
+                    users = await presence.online(stream)
+                    opened.snapshot.append(Event("presence.state", {"users": users}))
+                except ProtocolError:
+                    # Messages flow without presence; the state follows when the store is back.
+                    opened.degraded = True
+
+                    def restored(users: list[dict[str, Any]]) -> None:
+                        if self.subscriptions.get(stream) is subscription:
+                            text = encode_event(stream, "presence.state", {"users": users})
+                            self.send_text(text, "event")
+
+                    presence.restore_later(stream, self.socket_id, restored)
         except BaseException:
             await self.close_subscription(stream)
             raise
@@ -822,9 +843,10 @@ class StreamConsumer(RealtimeConsumer):
         return "unknown"
 
     async def handle_subscribe(self, frame: dict[str, Any]) -> None:
-        """``subscribe {stream, since?}`` → ``ack {stream, durable, replayed, truncated}``,
-        then the snapshot events, then the replayed events (``offset > since``, in order),
-        then live events."""
+        """``subscribe {stream, since?}`` → ``ack {stream, durable, replayed, truncated,
+        degraded?}``, then the snapshot events, then the replayed events (``offset > since``,
+        in order), then live events. ``degraded: true`` (only when set): presence was
+        unavailable, its ``presence.state`` comes later."""
         stream = frame.get("stream")
         since = frame.get("since")
         if since is not None and (type(since) is not int or since < 0):
@@ -849,6 +871,7 @@ class StreamConsumer(RealtimeConsumer):
                 durable=opened.durable,
                 replayed=len(opened.replay),
                 truncated=opened.truncated,
+                **({"degraded": True} if opened.degraded else {}),
             ),
             "ack",
         )

@@ -35,8 +35,23 @@ REVOKE_MESSAGE_TYPE = "hub.revoke"
 PROBE_MESSAGE_TYPE = "hub.probe"
 
 
+def redis_timeout() -> float:
+    """Seconds one call to Redis may take on a path someone waits on (``REDIS_TIMEOUT_SECONDS``,
+    default 1.0): a group join, a publish, a presence write, a readiness probe.
+
+    A hung Redis (stopped, not dead: its port still accepts connections) answers nothing, and
+    redis-py waits forever by default; past this bound the call raises ``TimeoutError`` and
+    the caller degrades (``unavailable``, a failed publish that the database repairs).
+    """
+    from django.conf import settings
+
+    return float(getattr(settings, "REDIS_TIMEOUT_SECONDS", 1.0))
+
+
 def _broken_connection(exc: BaseException) -> bool:
     """True for errors that mean the connection to the layer's server broke (not a timeout)."""
+    if isinstance(exc, TimeoutError):  # an OSError too, but a hung server: no retry
+        return False
     if isinstance(exc, OSError):  # ConnectionError, ConnectionResetError, ...
         return True
     try:
@@ -46,20 +61,29 @@ def _broken_connection(exc: BaseException) -> bool:
     return isinstance(exc, RedisConnectionError)
 
 
-async def layer_call[T](call: Callable[[], Awaitable[T]]) -> T:
-    """Await one channel-layer call; once more, at once, if its connection was broken.
+async def layer_call[T](call: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
+    """Await one channel-layer call within ``timeout`` seconds (default ``redis_timeout()``);
+    once more, at once, if its connection was broken.
 
     After a Redis restart each connection pooled by the layer still points at the old process
     and fails once on its next use (redis-py then reconnects it): without the retry a publish
     or a group join made in the seconds after Redis came back fails although Redis answers.
     A Redis that is down fails the retry too, immediately (connection refused).
+
+    Raises:
+        TimeoutError: the layer did not answer in time (a hung Redis). The call is
+            cancelled; redis-py then drops that connection, so no late reply can be taken
+            for another command's. A cancelled publish may still reach Redis and be
+            delivered late: durable streams drop it by offset.
+        Exception: whatever the layer raised.
     """
-    try:
-        return await call()
-    except Exception as exc:
-        if not _broken_connection(exc):
-            raise
-        return await call()
+    async with asyncio.timeout(redis_timeout() if timeout is None else timeout):
+        try:
+            return await call()
+        except Exception as exc:
+            if not _broken_connection(exc):
+                raise
+            return await call()
 
 
 def group_name(stream: str) -> str:
@@ -220,9 +244,13 @@ class Hub:
     async def subscribe(self, stream: str, subscriber: Subscriber) -> None:
         """Add a local subscriber; returns once this process receives the stream's publishes.
 
+        A stream this process already serves needs no call to the layer. Joining a new one
+        takes at most ``redis_timeout()`` seconds, waiting for the hub's lock included.
+
         Raises:
-            Exception: whatever the channel layer raised joining the group; the subscriber is
-                not left behind.
+            TimeoutError: the layer did not answer in time (a hung Redis);
+            Exception: whatever else the channel layer raised joining the group. Either way
+                the subscriber is not left behind.
         """
         subscribers = self._streams.get(stream)
         if subscribers is None:
@@ -242,7 +270,12 @@ class Hub:
             raise
 
     async def unsubscribe(self, stream: str, subscriber: Subscriber) -> None:
-        """Remove a local subscriber; the last one out leaves the layer group."""
+        """Remove a local subscriber; the last one out leaves the layer group.
+
+        Never raises for the layer: a group this process failed to leave (a hung or dead
+        Redis) only brings it frames that no local subscriber takes, until the layer forgets
+        the membership (``group_expiry``, a restart).
+        """
         subscribers = self._streams.get(stream)
         if subscribers is None or subscriber not in subscribers:
             return
@@ -250,7 +283,10 @@ class Hub:
         self._count_renderer(stream, subscriber, -1)
         if not subscribers:
             del self._streams[stream]
-            await self._sync_group(stream)
+            try:
+                await self._sync_group(stream)
+            except Exception as exc:
+                logger.warning("hub: leaving the group of %s failed: %r", stream, exc)
 
     def _count_renderer(self, stream: str, subscriber: Subscriber, delta: int) -> None:
         renderer = getattr(subscriber, "renderer", None)
@@ -334,7 +370,14 @@ class Hub:
         # layer membership match the local set, whatever happened while we waited.
         if self.layer is None:
             return
-        async with self._lock:
+        if stream in self._joined and stream in self._streams and self._channel is not None:
+            # Already a member: nothing to ask the layer, so no wait on a lock that a join or
+            # a recovery may hold while Redis hangs.
+            self._ensure_tasks()
+            return
+        # One bound for the lock and the call: a subscribe behind another join that waits on
+        # a hung Redis gives up when its own time is over, not after everyone else's.
+        async with asyncio.timeout(redis_timeout()), self._lock:
             await self._ensure_reader()
             wanted = stream in self._streams
             if wanted and stream not in self._joined:
@@ -352,7 +395,12 @@ class Hub:
     async def _ensure_reader(self) -> None:
         if self._channel is None:
             assert self.layer is not None
-            self._channel = await self.layer.new_channel(prefix="hub")
+            layer = self.layer
+            self._channel = await layer_call(lambda: layer.new_channel(prefix="hub"))
+        self._ensure_tasks()
+
+    def _ensure_tasks(self) -> None:
+        # (Re)start the reader, the refresher and the probe watcher if they are not running.
         if self._reader is None or self._reader.done():
             self._reader = _background(self._read())
         if self._refresher is None or self._refresher.done():
@@ -595,9 +643,15 @@ class Hub:
         self._reader = self._refresher = self._recovery = self._watcher = None
         self._probes.clear()
         if self.layer is not None and self._channel is not None:
+            layer, channel = self.layer, self._channel
             for stream in list(self._joined):
+                group = group_name(stream)
+
+                async def discard(group: str = group) -> None:
+                    await layer.group_discard(group, channel)
+
                 with contextlib.suppress(Exception), metrics.counting_failures("group_discard"):
-                    await self.layer.group_discard(group_name(stream), self._channel)
+                    await layer_call(discard)
         self._joined.clear()
         self._streams.clear()
         self._renderers.clear()

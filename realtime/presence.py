@@ -23,19 +23,31 @@ that its socket just removed, nor swallows the ``presence.join`` of one just arr
 
 Stores: Redis (``REDIS_URL``; atomic Lua scripts decide the 0↔1 transitions across workers)
 or this process's memory on the embedded default.
+
+Presence is best effort and never holds a subscribe up: every store call is bounded by
+``REDIS_TIMEOUT_SECONDS`` (``realtime.hub.redis_timeout``), lock wait included. A socket whose
+arrival the store did not take (Redis hung or down) keeps its local entry, marked
+``pending``: the next heartbeat that reaches the store puts it back, announces
+``presence.join`` for its user, and hands the socket the fresh ``presence.state``
+(``restore_later``). See docs/architecture.md, "Channel-layer outages".
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .conf import redis_location, rt_settings
+from .hub import redis_timeout
 from .protocol import ErrorCode, ProtocolError
+
+logger = logging.getLogger(__name__)
 
 User = dict[str, Any]  # {"id": int, "username": str}
 
@@ -208,8 +220,12 @@ class RedisStore:
         # (it still points at the old process) and reconnects; a Redis that is down fails
         # at once instead of after redis-py's default ten retries with backoff, since a
         # subscribe waits on this.
+        timeout = redis_timeout()
         self._redis = redis.Redis.from_url(
-            url, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 1)
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
         )
         self._prefix = f"{prefix}:presence"
 
@@ -285,11 +301,18 @@ def get_store() -> Store:
 
 @dataclass
 class Entry:
-    """One of this process's sockets present on one stream."""
+    """One of this process's sockets present on one stream.
+
+    ``pending``: the store has not confirmed the arrival (it failed or timed out), so the
+    next renewal that succeeds announces ``presence.join`` and calls ``on_restored(users)``
+    with the stream's present users, then clears it.
+    """
 
     stream: str
     user: User
     sid: str
+    pending: bool = False
+    on_restored: Callable[[list[User]], None] | None = None
 
 
 #: This process's entries, renewed by the heartbeat: (stream, sid) → Entry.
@@ -324,33 +347,63 @@ def _unavailable(exc: Exception) -> ProtocolError:
     )
 
 
-async def arrive(stream: str, user: User, sid: str) -> None:
+async def arrive(stream: str, user: User, sid: str) -> bool:
     """A socket of ``user`` subscribed to ``stream``; announce the user if they were away.
 
-    Raises:
-        ProtocolError: ``unavailable`` when the store failed (Redis down); nothing is kept.
+    Returns:
+        True when the store took the arrival; False when it failed or did not answer within
+        ``redis_timeout()`` seconds (Redis down or hung). The local entry is kept either way,
+        so the heartbeat puts it back once the store answers; call ``restore_later`` to
+        hear of that. Never raises for the store.
     """
     from .publish import apublish
 
-    async with _writes():
-        local_entries[(stream, sid)] = Entry(stream, user, sid)
-        try:
+    key = (stream, sid)
+    try:
+        async with asyncio.timeout(redis_timeout()), _writes():
+            local_entries[key] = Entry(stream, user, sid)
             first = await get_store().join(stream, user, sid, _expiry())
-        except Exception as exc:
-            del local_entries[(stream, sid)]
-            raise _unavailable(exc) from exc
+    except Exception as exc:
+        entry = local_entries.setdefault(key, Entry(stream, user, sid))
+        entry.pending = True
+        logger.warning("event=presence.degraded stream=%s error=%s", stream, type(exc).__name__)
+        return False
     if first:
         await apublish(stream, "presence.join", {"user": user})
+    return True
+
+
+def restore_later(stream: str, sid: str, on_restored: Callable[[list[User]], None]) -> None:
+    """Mark this socket's entry on ``stream`` as not confirmed by the store: once a renewal
+    reaches the store, ``presence.join`` is announced for its user and
+    ``on_restored(users)`` gets the users then present (on the event loop; must not block).
+    No-op when the socket has no entry."""
+    entry = local_entries.get((stream, sid))
+    if entry is not None:
+        entry.pending = True
+        entry.on_restored = on_restored
 
 
 async def depart(stream: str, user: User, sid: str) -> None:
-    """A socket left ``stream``; announce the user's leave if it was their last socket."""
+    """A socket left ``stream``; announce the user's leave if it was their last socket.
+
+    The local entry goes at once, so it is never renewed again. When the store fails or
+    does not answer within ``redis_timeout()`` (logged), its entry expires after
+    ``PRESENCE_TTL_SECONDS`` and the leader's reaper announces the leave. Never raises for
+    the store.
+    """
     from .publish import apublish
 
-    async with _writes():
-        if local_entries.pop((stream, sid), None) is None:
-            return  # never arrived (its join failed), or already gone
-        last = await get_store().leave(stream, user, sid)
+    key = (stream, sid)
+    try:
+        async with asyncio.timeout(redis_timeout()), _writes():
+            if local_entries.pop(key, None) is None:
+                return  # never arrived, or already gone
+            last = await get_store().leave(stream, user, sid)
+    except Exception as exc:
+        local_entries.pop(key, None)
+        logger.warning("presence leave on %s failed (%r); it expires by itself", stream, exc)
+        return
     if last:
         await apublish(stream, "presence.leave", {"user": user})
 
@@ -359,10 +412,12 @@ async def online(stream: str) -> list[User]:
     """Users present on ``stream``.
 
     Raises:
-        ProtocolError: ``unavailable`` when the store failed (Redis down).
+        ProtocolError: ``unavailable`` when the store failed or did not answer within
+            ``redis_timeout()`` seconds (Redis down or hung).
     """
     try:
-        return await get_store().online(stream)
+        async with asyncio.timeout(redis_timeout()):
+            return await get_store().online(stream)
     except Exception as exc:
         raise _unavailable(exc) from exc
 
@@ -375,11 +430,46 @@ async def run_heartbeat() -> None:
     while True:
         ttl = rt_settings().PRESENCE_TTL_SECONDS
         await asyncio.sleep(ttl / 3)
-        async with _writes():
-            entries = [(e.stream, e.user, e.sid) for e in list(local_entries.values())]
-            back = await get_store().renew(entries, time.time() + ttl)
+        try:
+            # Bounded like every store call (the lock is the one arrivals wait for), but a
+            # renewal of many entries may take longer than one call: a few timeouts' worth.
+            async with asyncio.timeout(3 * redis_timeout()), _writes():
+                current = list(local_entries.values())
+                entries = [(e.stream, e.user, e.sid) for e in current]
+                back = await get_store().renew(entries, time.time() + ttl)
+        except Exception as exc:
+            logger.warning("event=presence.renew_failed error=%s", type(exc).__name__)
+            continue
+        announced = set()
         for stream, user in back:
+            announced.add((stream, user["id"]))
             await apublish(stream, "presence.join", {"user": user})
+        await _restore_pending(current, announced)
+
+
+async def _restore_pending(renewed: list[Entry], announced: set[tuple[str, int]]) -> None:
+    # Entries whose arrival the store never confirmed are in it now: say so to the others
+    # (unless the renewal just did; a repeated join is harmless, clients keep a set), and
+    # give their sockets the state they could not get on subscribe.
+    from .publish import apublish
+
+    present: dict[str, list[User]] = {}
+    for entry in renewed:
+        if not entry.pending or local_entries.get((entry.stream, entry.sid)) is not entry:
+            continue
+        users = present.get(entry.stream)
+        if users is None:
+            try:
+                users = present[entry.stream] = await online(entry.stream)
+            except ProtocolError:
+                return  # the store went away again: the next heartbeat tries again
+        entry.pending = False
+        if (entry.stream, entry.user["id"]) not in announced:
+            announced.add((entry.stream, entry.user["id"]))
+            await apublish(entry.stream, "presence.join", {"user": entry.user})
+        if entry.on_restored is not None:
+            callback, entry.on_restored = entry.on_restored, None
+            callback(users)
 
 
 async def run_reaper() -> None:
@@ -388,5 +478,11 @@ async def run_reaper() -> None:
 
     while True:
         await asyncio.sleep(rt_settings().PRESENCE_TTL_SECONDS / 3)
-        for stream, user in await get_store().reap(time.time()):
+        try:
+            async with asyncio.timeout(3 * redis_timeout()):
+                gone = await get_store().reap(time.time())
+        except Exception as exc:
+            logger.warning("event=presence.reap_failed error=%s", type(exc).__name__)
+            continue
+        for stream, user in gone:
             await apublish(stream, "presence.leave", {"user": user})

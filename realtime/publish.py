@@ -138,7 +138,12 @@ async def _publish_frames(stream: str, frames: list[tuple[int | None, str]]) -> 
 
 async def _layer_send(stream: str, message: dict[str, Any], what: str) -> bool:
     """``group_send`` ``message`` to the stream's group; False (logged, counted, and the
-    hub told to recover) when the layer failed."""
+    hub told to recover) when the layer failed or did not answer within ``redis_timeout()``.
+
+    A timed-out send may still be delivered (Redis runs the command once it wakes up), so
+    durable events are never re-sent from here: the hubs' recovery reads what was stored
+    from the database, and each subscription drops offsets it already passed on.
+    """
     layer = get_channel_layer()
     if layer is None:
         return False
