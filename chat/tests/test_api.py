@@ -202,3 +202,30 @@ def test_a_database_outage_answers_a_json_503_and_stores_nothing(demo: Demo) -> 
         "code": "unavailable",
     }
     assert not Message.objects.filter(text="lost?").exists()
+
+
+def test_a_private_room_is_the_unknown_rooms_404_to_non_members(demo: Demo) -> None:
+    """Every chat endpoint answers a non-member of a private room exactly as for a room that
+    does not exist: no name, no size, no membership (the leave endpoint told them before)."""
+    services.message_create(user=demo.alice, room_id=demo.staff.pk, text="secret")
+    carol = client_for(demo.carol)
+    unknown = 999_999
+    calls = [
+        ("get", "messages/", None),
+        ("post", "messages/", {"text": "x"}),
+        ("post", "join/", None),
+        ("post", "leave/", None),
+    ]
+    for method, tail, body in calls:
+        private = getattr(carol, method)(f"/api/rooms/{demo.staff.pk}/{tail}", body, format="json")
+        missing = getattr(carol, method)(f"/api/rooms/{unknown}/{tail}", body, format="json")
+        assert (private.status_code, private.json()) == (missing.status_code, missing.json())
+        assert private.status_code == 404, tail
+        assert "staff" not in private.content.decode()
+    assert Message.objects.count() == 1
+    assert not demo.staff.members.filter(pk=demo.carol.pk).exists()
+    # A member may still leave (and then gets the same 404 as everyone else).
+    bob = client_for(demo.bob)
+    left = bob.post(f"/api/rooms/{demo.staff.pk}/leave/")
+    assert (left.status_code, left.json()["is_member"]) == (200, False)
+    assert bob.post(f"/api/rooms/{demo.staff.pk}/leave/").status_code == 404
