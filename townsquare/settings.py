@@ -194,6 +194,12 @@ REDIS_URL: str | None = env.str("REDIS_URL", default=None)
 # "Channel layer"): pub/sub costs 7-10x less per message at every step; its silent outages are
 # noticed by the hub's reconnect hook and probes, which then catch durable streams up.
 CHANNEL_LAYER: str = env.str("CHANNEL_LAYER", default="pubsub")
+# Seconds one Redis call may take where someone waits on it (a group join, a publish, a
+# presence write, /readyz): a hung Redis (stopped, not dead) answers nothing, and redis-py
+# waits forever by default. Past it the call fails as if Redis were down (docs/operations.md,
+# "A hung Redis"). Also the layer's connect timeout, and its socket timeout under pub/sub (the
+# core layer's blocking receive waits up to 5 s by design, so there it is not one).
+REDIS_TIMEOUT_SECONDS: float = env.float("REDIS_TIMEOUT_SECONDS", default=1.0)
 CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if REDIS_URL and CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {
@@ -202,7 +208,14 @@ if REDIS_URL and CHANNEL_LAYER == "pubsub":
             # No capacity or expiry: Redis pushes each message to every subscribed process at
             # once, and the hub's reader drains it into the sockets' bounded outboxes.
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # channels_redis passes a host dict's keys besides "address" to redis-py.
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+                        "socket_timeout": REDIS_TIMEOUT_SECONDS,
+                    }
+                ],
                 "prefix": env.str("REDIS_PREFIX", default="townsquare"),
             },
         }
@@ -212,7 +225,7 @@ elif REDIS_URL and CHANNEL_LAYER == "core":
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": REDIS_TIMEOUT_SECONDS}],
                 "prefix": env.str("REDIS_PREFIX", default="townsquare"),
                 # One hub channel per worker process receives every publish for that process,
                 # so its capacity is per process, not per socket.
