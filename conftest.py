@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.core.cache import caches
+from django.core.cache.backends.locmem import LocMemCache
 
 
 @pytest.fixture(autouse=True)
@@ -18,3 +20,8 @@ def _test_settings(settings: Any) -> None:
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+    # Sign-in failures and throttle counts start at zero in every test: the process's cache
+    # outlives a test, and one test's failures (all from 127.0.0.1) would lock out the next.
+    # Only the in-memory cache: clearing a Redis cache would empty the whole database.
+    if isinstance(caches["default"], LocMemCache):
+        caches["default"].clear()

@@ -42,7 +42,14 @@ class TokenView(APIView):
 
     ``access`` is a JWT for ``Authorization: Bearer`` and for sockets; ``expires_in`` is its
     lifetime in seconds. Wrong credentials answer 401 ``{"detail": ...}``; bad input 400.
-    Throttled per client address (scope ``token``).
+
+    Two limits, both counted in the shared cache (every worker sees the same counts):
+    - DRF's throttle, scope ``token`` (``TOKEN_RATE``), per client address (REMOTE_ADDR):
+      429 ``{"detail": ...}`` with ``Retry-After``;
+    - sign-in lockout (django-axes, ``LOGIN_FAILURE_LIMIT`` failures per username and per
+      address): 429 ``{"detail": ..., "code": "locked_out"}`` with ``Retry-After``, the
+      right password included, until ``LOGIN_COOLOFF_SECONDS`` pass
+      (``townsquare.signin.lockout_response``, answered by ``AxesMiddleware``).
     """
 
     authentication_classes: list[Any] = []
@@ -54,8 +61,10 @@ class TokenView(APIView):
     def post(self, request: Request) -> Response:
         form = TokenRequestSerializer(data=request.data)
         form.is_valid(raise_exception=True)
+        # The Django request, by keyword: django-axes counts the failure under its address
+        # and refuses a locked-out account before any password is checked.
         user = authenticate(
-            request._request,
+            request=request._request,
             username=form.validated_data["username"],
             password=form.validated_data["password"],
         )

@@ -74,6 +74,9 @@ def server_env(workdir: Path, **extra: str) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
             "STATIC_ROOT": str(workdir / "static"),
             "TOKEN_RATE": "10000/min",
+            # Every test client signs in from 127.0.0.1: one test's wrong passwords must not
+            # lock the next one out (tests/test_server_signin.py sets its own limits).
+            "LOGIN_FAILURE_LIMIT": "100000",
         }
     )
     env.update(extra)

@@ -250,7 +250,8 @@ else:
 # With REDIS_URL, Redis under the channel layer's key prefix (realtime.conf.redis_prefix), so
 # one deployment's (or one test's) counters never meet another's; otherwise one process's
 # memory, which is the whole deployment on the embedded default (`serve` refuses --workers
-# without REDIS_URL). A Redis that does not answer fails the request within the timeouts (s).
+# without REDIS_URL). A Redis that does not answer fails the sign-in within
+# REDIS_TIMEOUT_SECONDS per call (an error answer, never a wait, never a sign-in uncounted).
 CACHES: dict[str, dict[str, Any]]
 if REDIS_URL:
     CACHES = {
@@ -258,7 +259,11 @@ if REDIS_URL:
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": f"{CHANNEL_LAYERS['default']['CONFIG']['prefix']}:cache",
-            "OPTIONS": {"socket_timeout": 1.0, "socket_connect_timeout": 1.0},
+            # Django's RedisCache passes these to redis-py's connection pool.
+            "OPTIONS": {
+                "socket_timeout": REDIS_TIMEOUT_SECONDS,
+                "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+            },
         }
     }
 else:

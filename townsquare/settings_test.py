@@ -16,4 +16,4 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "in-process-tests-only-townsquare-key-0123456789abcdefghijkl")
 
-from townsquare.settings import *  # noqa: E402, F403
+from townsquare.settings import *  # noqa: F403

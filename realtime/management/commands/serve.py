@@ -44,6 +44,21 @@ def _missing_ws_library(ws: str) -> str | None:
     return package
 
 
+def proxy_options(trusted_proxies: list[str]) -> dict[str, Any]:
+    """uvicorn's proxy-header options for ``TRUSTED_PROXIES`` (IPs or networks, or ``*``).
+
+    Empty: ``proxy_headers`` off, so ``X-Forwarded-For``/``-Proto`` are ignored and the
+    client address (REMOTE_ADDR, a socket's ``scope["client"]``) is the TCP peer. uvicorn's
+    own default would trust 127.0.0.1 (or ``$FORWARDED_ALLOW_IPS``), letting any local client
+    name its address. Otherwise the headers are believed from those addresses only, and
+    uvicorn takes the right-most address that is not a trusted proxy (uvicorn's "Proxies
+    and forwarded headers" docs).
+    """
+    if not trusted_proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": ",".join(trusted_proxies)}
+
+
 class Command(BaseCommand):
     help = "Serve HTTP and WebSockets with uvicorn."
 
@@ -89,7 +104,7 @@ class Command(BaseCommand):
             # Django's LOGGING configures uvicorn's loggers, with tokens redacted.
             log_config=None,
             access_log=not options["no_access_log"],
-            proxy_headers=True,
+            **proxy_options(settings.TRUSTED_PROXIES),
         )
 
     def prepare_metrics(self, workers: int) -> None:
