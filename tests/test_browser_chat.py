@@ -34,6 +34,19 @@ def room_href(page: Page, name: str) -> str:
     return href
 
 
+def open_new_room(page: Page, name: str) -> None:
+    """Seed 003's flow: type a new room's name on the room list (chat/static/chat/rooms.js
+    sends the browser to ``/chat/<name>/``), confirm once, end in the room."""
+    page.goto("/")
+    page.fill("#room-name", name)
+    page.get_by_role("button", name="Open").click()
+    expect(page).to_have_url(re.compile(f"/chat/{name}/$"))
+    expect(page.locator("h1")).to_have_text(f"Room {name} does not exist yet")
+    page.get_by_role("button", name=f"Create room {name}").click()
+    expect(page.locator("h1")).to_have_text(name)
+    expect(page).to_have_url(re.compile(f"/chat/{name}/$"))
+
+
 def send(page: Page, text: str) -> None:
     page.fill("#composer-text", text)
     page.get_by_role("button", name="Send").click()
@@ -94,10 +107,11 @@ def test_two_people_chat_live(new_page: Callable[[], Page]) -> None:
     assert dialogs == []
     assert errors == []
 
-    # A private room is closed to non-members.
+    # A private room is closed to non-members: the unknown room's 404, nothing of it shown.
     log_in(carol, "carol")
     response = carol.goto(staff)
-    assert response is not None and response.status == 403
+    assert response is not None and response.status == 404
+    assert "alice" not in carol.content()
 
 
 def test_reconnect_recovers_missed_messages_exactly_once(
@@ -116,7 +130,7 @@ def test_reconnect_recovers_missed_messages_exactly_once(
     bob.route_web_socket(re.compile(r"/ws/$"), route)
     log_in(bob, "bob")
     room_name = f"reconnect-{uuid.uuid4().hex[:8]}"
-    bob.goto(f"/chat/{room_name}/")
+    open_new_room(bob, room_name)
     wait_live(bob)
     room_id = int(bob.locator("#room-id").text_content() or "")
 
@@ -170,3 +184,18 @@ def test_reconnect_recovers_missed_messages_exactly_once(
         )
     ]
     assert offsets == sorted(set(offsets))
+
+
+def test_a_new_room_name_takes_one_confirm_click(new_page: Callable[[], Page]) -> None:
+    carol, dave = new_page(), new_page()
+    log_in(carol, "carol")
+    name = f"new-{uuid.uuid4().hex[:8]}"
+    open_new_room(carol, name)
+    wait_live(carol)
+    send(carol, "first in the new room")
+    # The next visitor who types that name is in the room at once: nothing to confirm.
+    log_in(dave, "dave")
+    dave.fill("#room-name", name)
+    dave.get_by_role("button", name="Open").click()
+    expect(dave.locator("h1")).to_have_text(name)
+    expect(dave.locator("#messages li.message .text")).to_have_text(["first in the new room"])
