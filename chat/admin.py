@@ -15,25 +15,20 @@
   edited or deleted: a message has no "edited" or "deleted" event, so an edit would reach no
   open page and no replay, and a deletion would leave a hole in offsets that clients read as
   a lost message.
-- Users (Django's own user admin, extended): deleting a user first removes them from their
-  rooms through ``room_members_change`` (``chat.member_left``; subscriptions to private rooms
-  end), then their messages move to the ``[deleted]`` account (``Message.author``'s
-  ``on_delete``), so every room's offsets stay gapless. The ``[deleted]`` account itself can
-  be neither edited (it must never get a password or become active) nor deleted (its
-  messages would have nowhere to go).
+- Users: ``townsquare/admin.py`` (deleting one takes them out of their rooms through
+  ``room_members_change``; their messages move to ``[deleted]``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.contrib.auth.admin import UserAdmin
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import models, transaction
+from django.db import models
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -122,6 +117,15 @@ class RoomAdmin(ServiceWritesAdmin[Room]):
                 room_id=form.instance.pk, user_ids=[u.pk for u in members], by=_staff(request)
             )
 
+    def get_deleted_objects(
+        self, objs: Sequence[Room] | QuerySet[Room], request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        """What deleting ``objs`` takes with it. The messages go with their room (the whole
+        stream, no gap left behind), so the Message page's "never delete" does not stop it."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed.discard(str(Message._meta.verbose_name))
+        return deleted, counts, perms_needed, protected
+
     def delete_model(self, request: HttpRequest, obj: Room) -> None:
         """Called to delete one room: ``room_delete``."""
         services.room_delete(room_id=obj.pk, by=_staff(request))
@@ -197,42 +201,3 @@ class MessageAdmin(ServiceWritesAdmin[Message]):
             raise AdminRefused("This room no longer exists.", field="room") from exc
         for field in ("pk", "author", "text", "offset", "client_id", "created_at"):
             setattr(obj, field, getattr(made, field))
-
-
-class ChatUserAdmin(UserAdmin):
-    """Django's user admin, with deletions that keep rooms consistent and a ``[deleted]``
-    account that cannot be changed; see the module's docstring."""
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        """Not for ``[deleted]``: it must stay inactive, with no usable password."""
-        if obj is not None and obj.get_username() == DELETED_USERNAME:
-            return False
-        return super().has_change_permission(request, obj)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        """Not for ``[deleted]``: it holds deleted users' messages."""
-        if obj is not None and obj.get_username() == DELETED_USERNAME:
-            return False
-        return super().has_delete_permission(request, obj)
-
-    def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        """Called to delete one user: ``_delete_users``."""
-        _delete_users([obj], by=_staff(request))
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        """Called by the "delete selected" action: ``_delete_users``, never ``[deleted]``."""
-        _delete_users(queryset.exclude(username=DELETED_USERNAME), by=_staff(request))
-
-
-def _delete_users(users: Iterable[User], *, by: User) -> None:
-    """Take each user out of their rooms (``chat.member_left``, revocation), then delete them
-    (their messages move to ``[deleted]``)."""
-    with transaction.atomic():
-        for user in users:
-            for room_id in user.rooms_joined.values_list("pk", flat=True):
-                services.room_members_change(room_id=room_id, remove=[user.pk], by=by)
-            user.delete()
-
-
-admin.site.unregister(User)
-admin.site.register(User, ChatUserAdmin)

@@ -212,7 +212,10 @@ def test_deleting_a_user_keeps_their_messages_gapless_under_deleted(
     for author, text in [(demo.bob, "one"), (demo.carol, "two"), (demo.bob, "three")]:
         message_create(user=author, room_id=demo.lobby.pk, text=text)
     message_create(user=demo.bob, room_id=demo.staff.pk, text="private")
-    with mock.patch("chat.services.publish_many") as publish_many:
+    with (
+        mock.patch("chat.services.publish_many") as publish_many,
+        mock.patch("chat.receivers.revoke") as revoke,
+    ):
         response = admin_client.post(f"/admin/auth/user/{demo.bob.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert not User.objects.filter(username="bob").exists()
@@ -230,6 +233,9 @@ def test_deleting_a_user_keeps_their_messages_gapless_under_deleted(
     assert events == [
         (demo.staff.stream, "chat.member_left", {"user": {"id": demo.bob.pk, "username": "bob"}})
     ]
+    revoke.assert_called_once_with(
+        demo.staff.stream, demo.bob.pk, "you are no longer a member of this private room"
+    )
     # The API and the page show the placeholder.
     carol = Client()
     carol.force_login(demo.carol)
@@ -285,3 +291,16 @@ def test_the_deleted_account_cannot_sign_in_nor_be_changed_or_deleted(
     deleted.refresh_from_db()
     assert (deleted.is_active, deleted.has_usable_password()) == (False, False)
     assert Message.objects.get().author == deleted
+
+
+def test_deleting_a_private_room_ends_its_members_subscriptions(
+    demo: Demo, admin_client: Client
+) -> None:
+    message_create(user=demo.bob, room_id=demo.staff.pk, text="private")
+    with mock.patch("chat.receivers.revoke") as revoke:
+        response = admin_client.post(f"/admin/chat/room/{demo.staff.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not Room.objects.filter(pk=demo.staff.pk).exists()
+    assert not Message.objects.exists()
+    revoked = sorted(call.args[:2] for call in revoke.call_args_list)
+    assert revoked == [(demo.staff.stream, demo.alice.pk), (demo.staff.stream, demo.bob.pk)]

@@ -160,3 +160,23 @@ def test_labels_and_prices_read_well(demo: Demo, admin_client: Client) -> None:
     purchase = services.purchase_create(user=demo.dave, item_id=moka().pk, quantity=2)
     assert str(purchase) == "dave bought 2 × Moka pot"
     assert str(Watch.objects.get(user=demo.dave)) == "dave watches Moka pot"
+
+
+def test_a_user_with_purchases_and_notifications_can_still_be_deleted(
+    demo: Demo, admin_client: Client
+) -> None:
+    from django.contrib.auth.models import User
+
+    from notifications.models import Notification
+
+    services.purchase_create(user=demo.dave, item_id=moka().pk, quantity=2)
+    services.purchase_create(user=demo.bob, item_id=moka().pk, quantity=1)  # dave is told
+    assert Notification.objects.filter(recipient=demo.dave).count() == 1
+    page = admin_client.get(f"/admin/auth/user/{demo.dave.pk}/delete/")
+    assert page.status_code == 200
+    assert "dave bought 2 × Moka pot</a>" in page.content.decode()
+    response = admin_client.post(f"/admin/auth/user/{demo.dave.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not User.objects.filter(username="dave").exists()
+    assert list(Purchase.objects.values_list("user__username", "quantity")) == [("bob", 1)]
+    assert moka().quantity == 7  # a deleted purchase gives no stock back
