@@ -84,14 +84,24 @@ class Runner:
                 await asyncio.sleep(1.0)
 
     async def _elect(self) -> None:
+        loop = asyncio.get_running_loop()
+        renewed = -float("inf")  # loop time of the last renewal the store confirmed
         while True:
+            asked = loop.time()  # the lease, if renewed, runs for its ttl from no earlier
             try:
                 held = await self.lease.acquire()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 logger.warning("event=lease.error lease=%s error=%r", self.lease.name, exc)
-                held = False
+                # The store did not answer (Redis down or hung): the lease we renewed last
+                # is still ours until its ttl runs out, and nobody else can take it before
+                # then. Stepping down at the first failed renewal would stop the leader's
+                # services for the length of any Redis hiccup.
+                held = self.is_leader and loop.time() - renewed < self.lease.ttl_seconds
+            else:
+                if held:
+                    renewed = asked
             if held and not self.is_leader:
                 logger.info("event=leader.acquired worker=%s", WORKER_ID)
                 self.is_leader = True

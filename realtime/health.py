@@ -6,11 +6,12 @@ busy the server is: keep it off the public internet (a proxy rule, or scrape a w
 ``/healthz`` answers 200 ``{"status": "ok"}`` while the process serves HTTP; it touches no
 dependency, so a database outage never makes an orchestrator restart healthy workers.
 
-``/readyz`` checks what a request needs, each within ``CHECK_TIMEOUT_SECONDS``, both at once:
+``/readyz`` checks what a request needs, both at once:
 
-- ``database``: ``SELECT 1`` on the default database;
-- ``channel_layer``: a Redis ``PING`` to every host of a channels_redis layer (the in-memory
-  layer, or none, is always ready).
+- ``database``: ``SELECT 1`` on the default database, within ``CHECK_TIMEOUT_SECONDS``;
+- ``channel_layer``: a Redis ``PING`` to every host of a channels_redis layer, within
+  ``REDIS_TIMEOUT_SECONDS`` (default 1 s: a hung Redis makes it 503 at once, not after the
+  load balancer's own timeout); the in-memory layer, or none, is always ready.
 
 200 ``{"status": "ready", "database": "ok", "channel_layer": "ok"}``; otherwise 503 with
 ``"status": "unavailable"`` and each failing part set to its error's class name, e.g.
@@ -34,6 +35,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from . import metrics
+from .hub import redis_timeout
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,8 @@ async def healthz(request: HttpRequest) -> JsonResponse:
 async def readyz(request: HttpRequest) -> JsonResponse:
     """``GET /readyz``: 200 when the database and the channel layer answer, else 503."""
     database, channel_layer = await asyncio.gather(
-        _probe("database", _check_database), _probe("channel_layer", _check_channel_layer)
+        _probe("database", _check_database, CHECK_TIMEOUT_SECONDS),
+        _probe("channel_layer", _check_channel_layer, redis_timeout()),
     )
     ready = database == "ok" and channel_layer == "ok"
     return JsonResponse(
@@ -80,10 +83,10 @@ async def readyz(request: HttpRequest) -> JsonResponse:
     )
 
 
-async def _probe(part: str, check: Callable[[], Awaitable[None]]) -> str:
-    """Run ``check`` within the timeout; ``"ok"`` or the class name of what it raised."""
+async def _probe(part: str, check: Callable[[], Awaitable[None]], timeout: float) -> str:
+    """Run ``check`` within ``timeout`` seconds; ``"ok"`` or the class name of what it raised."""
     try:
-        await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS)
+        await asyncio.wait_for(check(), timeout)
     except Exception as exc:
         logger.warning("event=health.not_ready part=%s error=%s", part, type(exc).__name__)
         return type(exc).__name__
@@ -118,10 +121,13 @@ async def _check_channel_layer() -> None:
     from channels_redis.utils import create_pool, decode_hosts
     from redis.asyncio import Redis
 
+    timeout = redis_timeout()
     for host in decode_hosts(hosts):
         # A short-lived client of our own: the layer's pools are its internals, and a probe
-        # must not hold a connection that a publish is waiting for.
-        client = Redis(connection_pool=create_pool(host))
+        # must not hold a connection that a publish is waiting for. Its own socket timeouts
+        # bound the close too, after the probe gave up on a hung Redis.
+        options = {"socket_timeout": timeout, "socket_connect_timeout": timeout, **host}
+        client = Redis(connection_pool=create_pool(options))
         try:
             await client.ping()
         finally:

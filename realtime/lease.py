@@ -13,6 +13,7 @@ conditional UPDATE).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
@@ -21,6 +22,7 @@ from typing import Protocol
 from django.conf import settings
 
 from .conf import redis_prefix
+from .hub import redis_timeout
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -70,26 +72,42 @@ class LocalLease:
 
 
 class RedisLease:
-    """A lease kept in Redis under ``<REDIS_PREFIX>:lease:<name>``."""
+    """A lease kept in Redis under ``<REDIS_PREFIX>:lease:<name>``.
+
+    Each call is bounded by ``REDIS_TIMEOUT_SECONDS`` and raises ``TimeoutError`` past it (a
+    hung Redis); the caller decides what an unanswered renewal means (``background.Runner``).
+    """
 
     def __init__(
         self, name: str, ttl_seconds: float, *, url: str, prefix: str, holder: str = WORKER_ID
     ) -> None:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         self.name = name
         self.holder = holder
         self.ttl_seconds = ttl_seconds
         self.key = f"{prefix}:lease:{name}"
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        timeout = redis_timeout()
+        # One immediate retry (a pooled connection left from before a Redis restart fails
+        # once), not redis-py's default retries with backoff.
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
+        )
 
     async def acquire(self) -> bool:
         ttl_ms = max(1, int(self.ttl_seconds * 1000))
-        held = await self._redis.eval(_RENEW, 1, self.key, self.holder, ttl_ms)
+        async with asyncio.timeout(redis_timeout()):
+            held = await self._redis.eval(_RENEW, 1, self.key, self.holder, ttl_ms)
         return bool(held)
 
     async def release(self) -> None:
-        await self._redis.eval(_RELEASE, 1, self.key, self.holder)
+        async with asyncio.timeout(redis_timeout()):
+            await self._redis.eval(_RELEASE, 1, self.key, self.holder)
 
 
 def get_lease(name: str, ttl_seconds: float) -> Lease:

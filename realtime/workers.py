@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,7 +27,10 @@ from django.dispatch import receiver
 
 from . import signals
 from .conf import redis_location, rt_settings
+from .hub import redis_timeout
 from .lease import WORKER_ID
+
+logger = logging.getLogger(__name__)
 
 #: Internal stream announcing that the shared worker numbers changed.
 WORKERS_STREAM = "sys:workers"
@@ -113,17 +117,41 @@ class MemoryStore:
 
 
 class RedisStore:
-    """Workers in the hash ``<prefix>:workers``; events in ``<prefix>:events:<second>``."""
+    """Workers in the hash ``<prefix>:workers``; events in ``<prefix>:events:<second>``.
+
+    Every call is bounded by ``REDIS_TIMEOUT_SECONDS`` (``TimeoutError`` past it). The reads
+    serve the dashboard's snapshot, which a subscribe computes on the database thread that
+    every socket shares: after a failure they answer at once from ``fallback`` for
+    ``REDIS_TIMEOUT_SECONDS`` × 5 instead of waiting on Redis again (a hung Redis would
+    otherwise hold that thread a timeout per snapshot).
+    """
 
     def __init__(self, url: str, prefix: str) -> None:
         import redis.asyncio as redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        timeout = redis_timeout()
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
+        )
         self._workers_key = f"{prefix}:workers"
         self._events_prefix = f"{prefix}:events:"
+        self._down_until = -float("inf")  # monotonic time until which reads skip Redis
+
+    def _skip(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self._down_until = time.monotonic() + 5 * redis_timeout()
+        logger.warning("event=workers.store_failed op=%s error=%s", what, type(exc).__name__)
 
     async def put(self, worker: str, stats: dict[str, Any], events: dict[int, int]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
+        pipeline = self._redis.pipeline(transaction=False)
+        async with asyncio.timeout(redis_timeout()), pipeline as pipe:
             pipe.hset(self._workers_key, worker, orjson.dumps(stats))
             for second, n in events.items():
                 key = f"{self._events_prefix}{second}"
@@ -132,7 +160,16 @@ class RedisStore:
             await pipe.execute()
 
     async def workers(self, max_age: float) -> dict[str, dict[str, Any]]:
-        raw = await self._redis.hgetall(self._workers_key)
+        """Every worker written within ``max_age`` s; this worker alone when Redis fails."""
+        own = {WORKER_ID: local.snapshot()}
+        if self._skip():
+            return own
+        try:
+            async with asyncio.timeout(redis_timeout()):
+                raw = await self._redis.hgetall(self._workers_key)
+        except Exception as exc:
+            self._failed("workers", exc)
+            return own
         cutoff = time.time() - max_age
         found, stale = {}, []
         for worker, value in raw.items():
@@ -142,12 +179,22 @@ class RedisStore:
             else:
                 stale.append(worker)
         if stale:
-            await self._redis.hdel(self._workers_key, *stale)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(redis_timeout()):
+                    await self._redis.hdel(self._workers_key, *stale)
         return found
 
     async def event_series(self, start: int, seconds: int) -> list[int]:
+        """Events per second; zeros when Redis fails (the chart shows a gap, not an error)."""
+        if self._skip():
+            return [0] * seconds
         keys = [f"{self._events_prefix}{start + i}" for i in range(seconds)]
-        values = await self._redis.mget(keys)
+        try:
+            async with asyncio.timeout(redis_timeout()):
+                values = await self._redis.mget(keys)
+        except Exception as exc:
+            self._failed("event_series", exc)
+            return [0] * seconds
         return [int(v) if v is not None else 0 for v in values]
 
 
@@ -191,7 +238,18 @@ async def run_flusher() -> None:
             await asyncio.wait_for(changed.wait(), limits.WORKER_HEARTBEAT_SECONDS)
         changed.clear()
         events, local.events = dict(local.events), Counter()
-        await store.put(WORKER_ID, local.snapshot(), events)
+        try:
+            await store.put(WORKER_ID, local.snapshot(), events)
+        except Exception as exc:
+            # Redis down or hung: keep the counts for the next write (the series may show
+            # them a few seconds late), and try again on the next change or heartbeat.
+            local.events.update(events)
+            horizon = int(time.time()) - SERIES_SECONDS
+            for second in [s for s in local.events if s < horizon]:
+                del local.events[second]
+            logger.warning("event=workers.flush_failed error=%s", type(exc).__name__)
+            await asyncio.sleep(limits.WORKER_FLUSH_SECONDS)
+            continue
         await apublish(WORKERS_STREAM, "workers.changed", {"worker": WORKER_ID})
         # Conflate: changes during this pause go out together in the next write.
         await asyncio.sleep(limits.WORKER_FLUSH_SECONDS)
