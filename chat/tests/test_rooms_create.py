@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import re
 from datetime import timedelta
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -17,10 +18,10 @@ from django.test import Client, override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from chat import services
-from chat.models import Room
+from chat import selectors, services
+from chat.models import Message, Room
 from chat.tests.conftest import Demo
-from realtime.tests.conftest import communicator, session_cookie
+from realtime.tests.conftest import communicator, receive, send, session_cookie
 from realtime.tokens import issue_token
 
 pytestmark = pytest.mark.django_db
@@ -371,3 +372,50 @@ async def test_seed_socket_from_another_site_or_anonymous_creates_nothing(demo: 
     anonymous = communicator("/ws/chat/evil/")
     assert (await anonymous.connect())[0] is False
     assert not await database_sync_to_async(Room.objects.filter(name="evil").exists)()
+
+
+# --- ids and names that no room can have: refused before any query ----------------------------
+
+
+@pytest.mark.parametrize("room_id", [2**63, 2**64, 10**30, 0, -1, True])
+def test_out_of_range_room_ids_name_no_room_without_a_query(
+    demo: Demo, room_id: int, django_assert_num_queries: Any
+) -> None:
+    with django_assert_num_queries(0):
+        with pytest.raises(Room.DoesNotExist):
+            selectors.room_get_readable(user=demo.bob, room_id=room_id)
+        with pytest.raises(Room.DoesNotExist):
+            services.message_check(user=demo.bob, room_id=room_id, text="x")
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "\x00", "a\x7fb", "a\ud800", "", "x" * 61, None])
+def test_impossible_room_names_are_looked_up_without_a_query(
+    demo: Demo, name: object, django_assert_num_queries: Any
+) -> None:
+    with django_assert_num_queries(0), pytest.raises(Room.DoesNotExist):
+        selectors.room_get_by_name(name=name)
+
+
+def test_a_bad_room_id_in_a_group_commit_fails_only_its_own_message(demo: Demo) -> None:
+    """One sender's huge room id must not fail the other senders' messages of the batch
+    (SQLite raised OverflowError for the whole batch)."""
+    good = services.message_check(user=demo.bob, room_id=demo.lobby.pk, text="kept")
+    bad = services.NewMessage(user=demo.bob, room_id=2**63, text="lost", client_id="")
+    results = services.message_create_many([bad, good])
+    assert isinstance(results[0], Room.DoesNotExist)
+    assert isinstance(results[1], Message) and results[1].offset == 1
+    assert list(Message.objects.values_list("text", flat=True)) == ["kept"]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_chat_send_to_a_huge_room_id_is_not_found_and_the_socket_stays(demo: Demo) -> None:
+    cookie = await database_sync_to_async(session_cookie)(demo.bob)
+    comm = communicator("/ws/", cookie=cookie)
+    assert (await comm.connect())[0]
+    await send(comm, {"type": "chat.send", "room": 2**63, "text": "x", "ref": 1})
+    error = await receive(comm)
+    assert (error["type"], error["code"], error.get("ref")) == ("error", "not_found", 1)
+    await send(comm, {"type": "chat.send", "room": demo.lobby.pk, "text": "still", "ref": 2})
+    ack = await receive(comm)
+    assert (ack["type"], ack["ref"], ack["offset"]) == ("ack", 2, 1)
+    await comm.disconnect()
