@@ -304,3 +304,27 @@ def test_deleting_a_private_room_ends_its_members_subscriptions(
     assert not Message.objects.exists()
     revoked = sorted(call.args[:2] for call in revoke.call_args_list)
     assert revoked == [(demo.staff.stream, demo.alice.pk), (demo.staff.stream, demo.bob.pk)]
+
+
+def test_member_services_are_staff_only_and_idempotent(demo: Demo) -> None:
+    from django.core.exceptions import PermissionDenied
+
+    from chat import services
+
+    with pytest.raises(PermissionDenied):
+        services.room_members_change(room_id=demo.staff.pk, add=[demo.carol.pk], by=demo.bob)
+    assert not demo.staff.members.filter(pk=demo.carol.pk).exists()
+    with mock.patch("chat.services.publish_many") as publish_many:
+        assert services.room_members_change(
+            room_id=demo.staff.pk, add=[demo.carol.pk, demo.alice.pk], by=demo.alice
+        ) == ([demo.carol.pk], [])
+        assert services.room_members_change(
+            room_id=demo.staff.pk, add=[demo.carol.pk], by=demo.alice
+        ) == ([], [])
+        assert services.room_member_remove(room_id=demo.staff.pk, user=demo.carol, by=None)
+        assert not services.room_member_remove(room_id=demo.staff.pk, user=demo.carol, by=None)
+    events = [
+        [(e.event, e.data["user"]["username"]) for e in call.args[0]]
+        for call in publish_many.call_args_list
+    ]
+    assert events == [[("chat.member_joined", "carol")], [("chat.member_left", "carol")]]
