@@ -58,6 +58,20 @@ class RoomCreateSerializer(serializers.Serializer[Any]):
     )
 
 
+class ErrorSerializer(serializers.Serializer[Any]):
+    """An error answer: ``{"detail": str, "code"?: str}`` (DRF's shape)."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField(required=False)
+
+
+class RoomCreateErrorSerializer(serializers.Serializer[Any]):
+    """A 400 of ``POST /api/rooms/``: the messages for each field refused."""
+
+    name = serializers.ListField(child=serializers.CharField(), required=False)
+    is_private = serializers.ListField(child=serializers.CharField(), required=False)
+
+
 class AuthorSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     username = serializers.CharField()
@@ -178,9 +192,15 @@ class RoomListView(generics.ListCreateAPIView[Room]):
         parameters=[RETRY_AFTER_HEADER],
         responses={
             201: RoomSerializer,
-            400: OpenApiResponse(description="a bad name, or a room of that name exists"),
-            403: OpenApiResponse(description="a private room asked for by a non-staff user"),
-            429: OpenApiResponse(description="over ROOM_CREATE_QUOTA rooms in the last hour"),
+            400: OpenApiResponse(
+                RoomCreateErrorSerializer, description="a bad name, or a room of that name exists"
+            ),
+            403: OpenApiResponse(
+                ErrorSerializer, description="a private room asked for by a non-staff user"
+            ),
+            429: OpenApiResponse(
+                ErrorSerializer, description="over ROOM_CREATE_QUOTA rooms in the last hour"
+            ),
         },
     )
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
