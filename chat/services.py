@@ -243,6 +243,10 @@ def room_leave(*, user: User, room_id: int) -> Room:
 def room_get_or_create_public(*, name: str) -> Room:
     """Return the room called ``name``, creating it as a public room if there is none.
 
+    For tests and fixtures only: no request path calls it (it has no user, so no quota);
+    pages, the API, the seed socket, the admin and ``manage.py demo`` create rooms with
+    ``room_create``.
+
     Raises:
         ValidationError: ``name`` is blank or longer than 60 characters.
     """
