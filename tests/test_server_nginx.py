@@ -63,8 +63,13 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         scratch_redis() as (redis_url, prefix),
         # A migrates the database and loads the demo data; B only serves it. The same
         # workdir gives both the same STATIC_ROOT (collected once, by A).
+        # TRUSTED_PROXIES: nginx runs on this host, as docs/operations.md documents.
         run_server(
-            workdir, DATABASE_URL=database_url, REDIS_URL=redis_url, REDIS_PREFIX=prefix
+            workdir,
+            DATABASE_URL=database_url,
+            REDIS_URL=redis_url,
+            REDIS_PREFIX=prefix,
+            TRUSTED_PROXIES="127.0.0.1",
         ) as a,
         run_server(
             workdir,
@@ -72,6 +77,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             DATABASE_URL=database_url,
             REDIS_URL=redis_url,
             REDIS_PREFIX=prefix,
+            TRUSTED_PROXIES="127.0.0.1",
         ) as b,
         run_nginx(workdir / "nginx", [a.port, b.port]) as port,
     ):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,14 +200,20 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     """Two server processes on one database and one Redis key prefix (the shared cache)."""
     workdir = tmp_path_factory.mktemp("signin-pair")
     with scratch_redis() as (redis_url, prefix):
-        env = {
-            "REDIS_URL": redis_url,
-            "REDIS_PREFIX": prefix,
-            "LOGIN_FAILURE_LIMIT": str(LIMIT),
-            "LOGIN_COOLOFF_SECONDS": str(COOLOFF),
-            "TOKEN_RATE": "5/min",
-        }
-        with run_server(workdir, **env) as a, run_server(workdir, prepare=False, **env) as b:
+
+        def worker(prepare: bool) -> AbstractContextManager[Server]:
+            return run_server(
+                workdir,
+                prepare=prepare,
+                REDIS_URL=redis_url,
+                REDIS_PREFIX=prefix,
+                LOGIN_FAILURE_LIMIT=str(LIMIT),
+                LOGIN_COOLOFF_SECONDS=str(COOLOFF),
+                TOKEN_RATE="5/min",
+            )
+
+        # A migrates and loads the demo data; B serves the same database.
+        with worker(prepare=True) as a, worker(prepare=False) as b:
             create_users(a, "shared-user")
             yield Pair(a, b)
 
