@@ -214,7 +214,10 @@ class RoomListView(generics.ListCreateAPIView[Room]):
                 is_private=form.validated_data["is_private"],
             )
         except services.RoomQuotaExceeded as exc:
-            raise Throttled(wait=exc.retry_after, detail=str(exc)) from exc
+            # DRF adds "Expected available in <n> seconds." and the Retry-After header.
+            raise Throttled(
+                wait=exc.retry_after, detail=f"You may create {exc.quota} rooms per hour."
+            ) from exc
         except DjangoPermissionDenied as exc:
             raise PermissionDenied(str(exc)) from exc
         except DjangoValidationError as exc:

@@ -285,7 +285,9 @@ def test_post_api_rooms_over_the_quota_is_429(demo: Demo) -> None:
     refused = carol.post("/api/rooms/", {"name": "two"}, format="json")
     assert refused.status_code == 429
     assert 3500 < int(refused["Retry-After"]) <= 3601
-    assert "1 rooms per hour" in refused.json()["detail"]
+    assert refused.json()["detail"] == (
+        f"You may create 1 rooms per hour. Expected available in {refused['Retry-After']} seconds."
+    )
     assert not Room.objects.filter(name="two").exists()
 
 
