@@ -12,6 +12,10 @@
 4. A client that never reads: it is closed with 4008 while the server's memory stays bounded
    and a fast client on the same stream gets everything with small ping latency; the slow
    one recovers its durable stream with ``since``.
+5. Redis hung (SIGSTOP, not dead) for 10 s under two ``serve`` processes, with each Redis
+   channel layer: pages, the API, ``/healthz``, ``/readyz`` (503), a new socket's
+   ``subscribe``, ``chat.send`` and ``ping`` are each answered within 2 s; after SIGCONT
+   every connected client has every stored message, once, in order.
 
 Everything runs on 127.0.0.1; every wait is bounded; only processes started here are
 stopped, by PID. Figures (latencies, RSS, recovery times) are printed (``pytest -s``).
@@ -22,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import re
+import signal
 import socket
 import statistics
 import time
@@ -849,3 +855,202 @@ async def test_a_client_that_never_reads_is_cut_off_and_recovers(tmp_path: Path)
             ping_p99_ms=p99 * 1000,
             ping_max_ms=rtts[-1] * 1000,
         )
+
+
+# --- 5. Redis hung (SIGSTOP) ---------------------------------------------------------------
+
+HUNG_SECONDS = 10.0
+#: What every request, subscribe and send must be answered within while Redis hangs.
+ANSWER_BOUND = 2.0
+HUNG_PRESENCE_TTL = 3.0
+
+
+def _answer(reply: dict[str, Any]) -> str:
+    """``ack``, ``degraded`` (an ack that says so) or the error code."""
+    if reply["type"] == "ack":
+        return "degraded" if reply.get("degraded") else "ack"
+    return str(reply["code"])
+
+
+async def _subscribed(peer: Peer, stream: str, since: int) -> bool:
+    """Subscribe again; True on an ack. A refusal waits a little (the client's backoff)."""
+    reply = await peer.call({"type": "subscribe", "stream": stream, "since": since})
+    if reply["type"] == "ack":
+        return True
+    await asyncio.sleep(0.5)
+    return False
+
+
+def _has_event(peer: Peer, stream: str, event: str) -> bool:
+    return bool(peer.events(stream, event))
+
+
+def stored_in_database(database_url: str, room: int, after: int) -> list[int]:
+    """Offsets of the room's messages above ``after``, read straight from PostgreSQL."""
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        rows = conn.execute(
+            'SELECT "offset" FROM chat_message WHERE room_id = %s AND "offset" > %s '
+            'ORDER BY "offset"',
+            (room, after),
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+@pytest.mark.parametrize("channel_layer", ["pubsub", "core"])
+async def test_a_hung_redis_answers_within_bounds_and_loses_no_message(
+    tmp_path: Path, channel_layer: str
+) -> None:
+    with (
+        scratch_postgres() as database_url,
+        private_redis(tmp_path / "redis") as redis,
+    ):
+        env: dict[str, Any] = {
+            "DATABASE_URL": database_url,
+            "CHANNEL_LAYER": channel_layer,
+            "REDIS_URL": redis.url,
+            "REDIS_PREFIX": f"hung-{uuid.uuid4().hex[:8]}",
+            "REDIS_TIMEOUT_SECONDS": "1.0",
+            "RT_PRESENCE_TTL_SECONDS": str(HUNG_PRESENCE_TTL),
+            "RT_LEASE_TTL_SECONDS": "3",
+        }
+        with (
+            run_server(tmp_path, **env) as a,
+            run_server(tmp_path, prepare=False, **env) as b,
+        ):
+            await _hung_redis(a, b, redis, database_url, channel_layer)
+
+
+async def _hung_redis(
+    a: Server, b: Server, redis: RedisServer, database_url: str, layer: str
+) -> None:
+    tokens = {name: token_for(a, name) for name in ("alice", "bob", "carol", "dave")}
+    room, start = lobby(a, tokens["alice"])
+    stream = f"chat:room:{room}"
+    alice = await Peer.open("alice@a", a.ws, a.origin, tokens["alice"])
+    bob = await Peer.open("bob@b", b.ws, b.origin, tokens["bob"])
+    peers = [alice, bob]
+    for peer in peers:
+        await peer.subscribe(stream, since=start)
+    for peer in peers:
+        ack = await peer.call({"type": "chat.send", "room": room, "text": f"before {peer.name}"})
+        assert ack["type"] == "ack", ack
+    before = stored_in_database(database_url, room, start)
+    for peer in peers:
+        await until(partial(peer.has_offsets, stream, before), 10, f"{peer.name} live")
+
+    took: dict[str, list[float]] = {}
+
+    async def timed[T](what: str, call: Awaitable[T]) -> T:
+        started = time.monotonic()
+        result = await asyncio.wait_for(call, 15)
+        took.setdefault(what, []).append(time.monotonic() - started)
+        return result
+
+    bearer = {"Authorization": f"Bearer {tokens['carol']}"}
+    log_sizes = {s.port: len(s.log().splitlines()) for s in (a, b)}
+    late: list[tuple[Peer, dict[str, Any]]] = []
+    pid = redis.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    hung_at = time.monotonic()
+    try:
+        async with httpx.AsyncClient(timeout=15) as http:
+            for server in (a, b):
+                page = await timed("page", http.get(f"{server.http}/accounts/login/"))
+                assert page.status_code == 200
+                live = await timed("healthz", http.get(f"{server.http}/healthz"))
+                assert live.status_code == 200
+                ready = await timed("readyz", http.get(f"{server.http}/readyz"))
+                assert ready.status_code == 503, ready.text
+                assert ready.json()["channel_layer"] != "ok"
+                api = await timed(
+                    "api_get", http.get(f"{server.http}/api/rooms/", headers=bearer)
+                )
+                assert api.status_code == 200
+                posted = await timed(
+                    "api_post",
+                    http.post(
+                        f"{server.http}/api/rooms/{room}/messages/",
+                        json={"text": f"posted while hung to {server.port}"},
+                        headers=bearer,
+                    ),
+                )
+                assert posted.status_code == 201, posted.text
+            # Sign-in throttling counts in the Redis cache: measured, not bounded here (its
+            # client's own timeouts and retries decide).
+            started = time.monotonic()
+            signed_in = await http.post(
+                f"{a.http}/api/token/", json={"username": "carol", "password": "townsquare-demo"}
+            )
+            token_answer = (signed_in.status_code, round(time.monotonic() - started, 3))
+        # New sockets on both workers subscribe: an ack (maybe `degraded`) or `unavailable`.
+        for server, who in ((a, "carol"), (b, "dave")):
+            peer = await Peer.open(f"{who}@{server.port}", server.ws, server.origin, tokens[who])
+            reply = await timed(
+                "subscribe",
+                peer.call({"type": "subscribe", "stream": stream, "since": start}),
+            )
+            assert reply["type"] == "ack" or reply["code"] == "unavailable", reply
+            late.append((peer, reply))
+        # Keep sending and pinging on both workers for the rest of the outage.
+        sent = 0
+        while time.monotonic() - hung_at < HUNG_SECONDS:
+            for peer in peers:
+                ack = await timed(
+                    "chat.send",
+                    peer.call({"type": "chat.send", "room": room, "text": f"hung {sent}"}),
+                )
+                assert ack["type"] == "ack", ack
+                sent += 1
+                pong = await timed("ping", peer.call({"type": "ping"}))
+                assert pong["type"] == "pong"
+            await asyncio.sleep(0.2)
+        hung_for = time.monotonic() - hung_at
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    resumed = time.monotonic()
+    log_lines = {s.port: len(s.log().splitlines()) - log_sizes[s.port] for s in (a, b)}
+
+    slowest = {what: max(times) for what, times in took.items()}
+    for what, worst in slowest.items():
+        assert worst < ANSWER_BOUND, f"{what} took {worst:.2f} s while Redis hung"
+
+    # A subscribe told `unavailable` is retried, as the bundled client does.
+    for peer, reply in late:
+        if reply["type"] != "ack":
+            await until(partial(_subscribed, peer, stream, start), 10, f"{peer.name} retry")
+        peers.append(peer)
+    after = await alice.call({"type": "chat.send", "room": room, "text": "after"})
+    assert after["type"] == "ack", after
+
+    stored = stored_in_database(database_url, room, start)
+    assert stored == list(range(start + 1, stored[-1] + 1)), "stored offsets have a gap"
+    caught_up: dict[str, float] = {}  # seconds from SIGCONT
+    for peer in peers:
+        await until(partial(peer.has_messages, stream, len(stored)), 15, f"{peer.name} catch-up")
+        caught_up[peer.name] = time.monotonic() - resumed
+    await asyncio.sleep(0.5)  # nothing more, no duplicate, arrives late
+    for peer in peers:
+        assert peer.offsets(stream) == stored, f"{peer.name}: {peer.offsets(stream)} != {stored}"
+
+    # A subscribe that went through without presence gets the state once the store is back.
+    degraded = [peer for peer, reply in late if reply.get("degraded")]
+    for peer in degraded:
+        await until(
+            partial(_has_event, peer, stream, "presence.state"),
+            HUNG_PRESENCE_TTL + 5,
+            f"{peer.name}'s presence.state",
+        )
+    for peer in peers:
+        await peer.close()
+    report(
+        f"redis-hung[{layer}]",
+        hung_s=hung_for,
+        slowest_s={k: round(v, 3) for k, v in sorted(slowest.items())},
+        answers={k: len(v) for k, v in sorted(took.items())},
+        late_subscribe=[_answer(reply) for _, reply in late],
+        stored=len(stored),
+        caught_up_after_sigcont_s={k: round(v, 2) for k, v in caught_up.items()},
+        log_lines_while_hung=log_lines,
+        token_status_s=token_answer,
+    )
