@@ -5,7 +5,8 @@ import { getClient } from "../realtime/shared.js";
 const form = document.getElementById("open-room");
 const nameInput = document.getElementById("room-name");
 
-// /chat/<name>/ opens the room of that name, creating it (public) if it is new.
+// /chat/<name>/ opens the room of that name; for a new name it asks, and its button creates
+// the room (a POST with the CSRF token).
 form.addEventListener("submit", (event) => {
   event.preventDefault();
   const name = nameInput.value.trim();
