@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
+from channels.db import DatabaseSyncToAsync, database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -33,7 +33,7 @@ from django.db import DatabaseError
 from . import metrics, presence, registry, signals
 from .conf import rt_settings
 from .hub import Frame, Hub, Renderer, get_hub
-from .limits import TokenBucket, connection_caps, replay_lanes
+from .limits import TokenBucket, connection_caps, replay_executor, replay_lanes
 from .middleware import SERVER_SEND_KEY, SUBPROTOCOL
 from .outbox import Outbox
 from .protocol import CloseCode, ErrorCode, ProtocolError, encode_ack, encode_error, encode_event
@@ -715,12 +715,15 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     async def _read_initial_fairly(
         self, kind: registry.StreamKind, key: str, since: int | None
     ) -> Opened:
-        # A replay is the longest database read a client can ask for, and the database
-        # thread serves everyone in turn: one replay at a time per user (or address), so a
-        # user's many sockets wait behind each other, not in front of other users.
-        read = database_sync_to_async(self._read_initial)
+        # A replay is the longest database read a client can ask for. It runs on a thread of
+        # its own (``limits.replay_executor``), so sign-ins, subscribes and sends, which share
+        # Channels' one database thread, never queue behind one; and one at a time per user
+        # (or address), so a user's many sockets wait behind each other, not before others.
         if since is None or kind.replay is None:
-            return await read(kind, key, since)
+            return await database_sync_to_async(self._read_initial)(kind, key, since)
+        read = DatabaseSyncToAsync(
+            self._read_initial, thread_sensitive=False, executor=replay_executor
+        )
         user = self.user
         lane_key = ("user", user.pk) if user.is_authenticated else ("address", self.address)
         async with replay_lanes.lane(lane_key):

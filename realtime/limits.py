@@ -5,8 +5,11 @@
 - ``ConnectionCaps``: sockets per user and per client address in this process, checked at
   the handshake (as Centrifugo's per-node ``client_user_connection_limit``).
 - ``ReplayLanes``: one replay read at a time per user in this process, so one user's many
-  sockets queue behind each other instead of in front of everyone else's database work
+  sockets queue behind each other instead of in front of everyone else's
   (fair queuing by source: Nagle, "On Packet Switches with Infinite Storage", RFC 970).
+- ``replay_executor``: the thread replays read on, apart from Channels' one database thread
+  that every sign-in, subscribe and send shares, so that a long read never queues before a
+  short one.
 
 Everything here is process-local: the caps bound what one worker holds, and a deployment of
 N workers admits up to N times as much per user, as with Centrifugo's per-node limits.
@@ -18,6 +21,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -135,3 +139,5 @@ class ReplayLanes:
 connection_caps = ConnectionCaps()
 #: This process's replay lanes, shared by every consumer.
 replay_lanes = ReplayLanes()
+#: One thread (one database connection) for every replay read of this process.
+replay_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay")
