@@ -240,23 +240,6 @@ def room_leave(*, user: User, room_id: int) -> Room:
     return room
 
 
-def room_get_or_create_public(*, name: str) -> Room:
-    """Return the room called ``name``, creating it as a public room if there is none.
-
-    For tests and fixtures only: no request path calls it (it has no user, so no quota);
-    pages, the API, the seed socket, the admin and ``manage.py demo`` create rooms with
-    ``room_create``.
-
-    Raises:
-        ValidationError: ``name`` is blank or longer than 60 characters.
-    """
-    name = name.strip()
-    if not name or len(name) > ROOM_NAME_MAX:
-        raise ValidationError(f"a room name has 1 to {ROOM_NAME_MAX} characters")
-    room, _ = Room.objects.get_or_create(name=name, defaults={"is_private": False})
-    return room
-
-
 class RoomQuotaExceeded(Exception):
     """The user created ``ROOM_CREATE_QUOTA`` rooms in the last hour (HTTP 429).
 

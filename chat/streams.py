@@ -20,7 +20,8 @@ from .writer import get_writer
 
 
 def _room_id(key: str) -> int:
-    if not key.isdigit():
+    # isdigit() alone admits "²"; int() would then raise.
+    if not (key.isascii() and key.isdigit()):
         raise ProtocolError(ErrorCode.NOT_FOUND, "rooms are named chat:room:<id>")
     return int(key)
 

@@ -185,14 +185,6 @@ def test_private_rooms_cannot_be_joined(demo: Demo) -> None:
     assert not demo.staff.members.filter(pk=demo.carol.pk).exists()
 
 
-def test_get_or_create_public(demo: Demo) -> None:
-    room = services.room_get_or_create_public(name="newbox")
-    assert (room.name, room.is_private) == ("newbox", False)
-    assert services.room_get_or_create_public(name="newbox").pk == room.pk
-    with pytest.raises(ValidationError):
-        services.room_get_or_create_public(name=" ")
-
-
 def test_demo_is_idempotent(demo: Demo) -> None:
     from django.contrib.auth.models import User
     from django.core.management import call_command

@@ -59,7 +59,7 @@ async def test_counters_follow_each_kind_of_event(demo: Demo) -> None:
     assert after_purchase["units_in_stock"] == before["units_in_stock"] - 10
     assert after_purchase["items_in_stock"] == before["items_in_stock"] - 1  # sold out
 
-    await database_sync_to_async(chat_services.room_get_or_create_public)(name="new-room")
+    await database_sync_to_async(chat_services.room_create)(user=demo.alice, name="new-room")
     assert (await build_snapshot())["rooms"] == before["rooms"] + 1
 
     await database_sync_to_async(services.feed_switch_set)(on=True, actor=None)
