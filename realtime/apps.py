@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
-
 from django.apps import AppConfig
-from django.core import checks
 
 
 class RealtimeConfig(AppConfig):
@@ -11,7 +8,6 @@ class RealtimeConfig(AppConfig):
     verbose_name = "Real-time core"
 
     def ready(self) -> None:
-        checks.register(check_secret_key, checks.Tags.security, deploy=False)
         from .background import register_service
         from .presence import run_heartbeat, run_reaper
         from .workers import run_flusher
@@ -22,18 +18,3 @@ class RealtimeConfig(AppConfig):
         # users of a worker that died as gone.
         register_service("presence-heartbeat", run_heartbeat, leader_only=False)
         register_service("presence-reaper", run_reaper, leader_only=True)
-
-
-def check_secret_key(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    """Warn when the built-in development SECRET_KEY signs sessions and tokens in production."""
-    from django.conf import settings
-
-    if not settings.DEBUG and settings.SECRET_KEY == settings.INSECURE_DEV_SECRET_KEY:
-        return [
-            checks.Warning(
-                "SECRET_KEY is the built-in development key.",
-                hint="Set SECRET_KEY in the environment or in .env (./run writes one).",
-                id="townsquare.W001",
-            )
-        ]
-    return []
