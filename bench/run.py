@@ -323,6 +323,9 @@ class Townsquare:
             RT_OUTBOX_MAX_BYTES=str(256 * 1024 * 1024),
             RT_MAX_STREAMS_PER_SOCKET="1000",
             RT_JWT_TTL_SECONDS="86400",
+            # The load generator is one address opening thousands of sockets.
+            RT_MAX_SOCKETS_PER_ADDRESS="0",
+            RT_MAX_SOCKETS_PER_USER="0",
         )
         if prefix:
             env["REDIS_PREFIX"] = prefix
