@@ -48,11 +48,11 @@ from tests.conftest import token_for
 from tests.pg import scratch_postgres
 from tests.server import Server, run_server
 
-pytestmark = pytest.mark.server
-
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 BUDGET_SECONDS = float(os.environ.get("FUZZ_BUDGET_SECONDS", "30"))
 RANDOM = os.environ.get("FUZZ_RANDOM", "") not in ("", "0")
+# pytest-timeout (120 s in pyproject.toml) grows with the budget: server start-up plus the run.
+pytestmark = [pytest.mark.server, pytest.mark.timeout(BUDGET_SECONDS + 120)]
 PUBLISH_KEY = "fuzz-publish-key-0123456789abcdef"
 
 

@@ -49,11 +49,11 @@ from tests.conftest import token_for
 from tests.pg import scratch_postgres
 from tests.server import Server, run_server
 
-pytestmark = pytest.mark.server
-
 EXAMPLES = 20 * int(os.environ.get("FUZZ_EXAMPLES", "10"))
 BUDGET_SECONDS = float(os.environ.get("FUZZ_BUDGET_SECONDS", "30"))
 RANDOM = os.environ.get("FUZZ_RANDOM", "") not in ("", "0")
+# pytest-timeout (120 s in pyproject.toml) grows with the budget: server start-up plus the run.
+pytestmark = [pytest.mark.server, pytest.mark.timeout(BUDGET_SECONDS + 120)]
 MAX_FRAME_BYTES = 16 * 1024
 ANSWER_TIMEOUT = 5.0
 
