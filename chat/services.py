@@ -64,7 +64,7 @@ def message_check(
 
     Raises:
         ValidationError: ``text`` is not a non-blank string of at most 4,000 characters, or
-            ``client_id`` is not a string of at most 64.
+            ``client_id`` is not a string of at most 64, or either holds NUL.
         PermissionDenied: anonymous user.
         Room.DoesNotExist: ``room_id`` is outside ``1..ROOM_ID_MAX`` (no room can have it;
             refused here, so that it never reaches the group commit's SQL, where SQLite
@@ -81,6 +81,10 @@ def message_check(
         client_id = ""
     if not isinstance(client_id, str) or len(client_id) > MAX_CLIENT_ID_LENGTH:
         raise ValidationError(f"client_id must be a string of at most {MAX_CLIENT_ID_LENGTH}")
+    if "\x00" in text or "\x00" in client_id:
+        # PostgreSQL refuses NUL in text columns; caught here, it fails this message only,
+        # not the whole group commit it would have joined.
+        raise ValidationError("text and client_id must not contain NUL characters")
     if not user.is_authenticated:
         raise PermissionDenied("sign in to send messages")
     assert isinstance(user, User)
