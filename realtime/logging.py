@@ -138,3 +138,28 @@ class RepeatedLinesFilter(logging.Filter):
             del seen[key]
         while len(seen) > self.max_keys:
             seen.popitem(last=False)
+
+
+class ClientFaultsFilter(logging.Filter):
+    """A handler filter that logs a client's protocol fault as one INFO line, not a traceback.
+
+    uvicorn logs a text frame that is not UTF-8 with ``logger.exception`` (a traceback at
+    ERROR), then closes the socket with 1007 as RFC 6455 §8.1 asks. The fault is the
+    client's, and any anonymous client could write a traceback per connection: here it is
+    one INFO line, ``event=socket.bad_utf8``, which the repeat filter can fold.
+    """
+
+    FAULTS = {
+        "Invalid UTF-8 sequence received from client.": (
+            "event=socket.bad_utf8 detail=a text frame was not UTF-8; closing with 1007"
+        ),
+    }
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("uvicorn") and isinstance(record.msg, str):
+            replacement = self.FAULTS.get(record.msg)
+            if replacement is not None:
+                record.msg, record.args = replacement, None
+                record.levelno, record.levelname = logging.INFO, "INFO"
+                record.exc_info, record.exc_text = None, None
+        return True

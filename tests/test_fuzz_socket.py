@@ -219,7 +219,7 @@ class Sockets:
 #: Log records with a traceback that are not a server bug. uvicorn's websockets-sansio
 #: implementation logs its (correct) 1007 close for a text frame that is not UTF-8 at ERROR,
 #: with the UnicodeDecodeError's traceback.
-KNOWN_TRACEBACKS = ("ERROR uvicorn.error Invalid UTF-8 sequence received from client.",)
+KNOWN_TRACEBACKS: tuple[str, ...] = ()
 
 
 def tracebacks(log: str) -> list[str]:

@@ -450,14 +450,16 @@ LOGGING: dict[str, Any] = {
             "interval": LOG_REPEAT_SECONDS,
         },
         "redact_tokens": {"()": "realtime.logging.RedactTokensFilter"},
+        "client_faults": {"()": "realtime.logging.ClientFaultsFilter"},
     },
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            # Repeats first: a dropped line costs no redaction.
-            "filters": ["repeats", "redact_tokens"],
+            # A client's fault becomes an INFO line first; then repeats: a dropped line costs
+            # no redaction.
+            "filters": ["client_faults", "repeats", "redact_tokens"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
 
-from realtime.logging import RedactTokensFilter, RepeatedLinesFilter
+from realtime.logging import ClientFaultsFilter, RedactTokensFilter, RepeatedLinesFilter
 
 
 class Clock:
@@ -206,7 +207,35 @@ def test_the_project_handler_folds_repeats_before_redacting() -> None:
             logger = logger.parent
         assert console in logger.handlers, name
     kinds = [type(f) for f in console.filters]
-    assert kinds == [RepeatedLinesFilter, RedactTokensFilter], kinds
-    repeats = console.filters[0]
+    assert kinds == [ClientFaultsFilter, RepeatedLinesFilter, RedactTokensFilter], kinds
+    repeats = console.filters[1]
     assert isinstance(repeats, RepeatedLinesFilter)
     assert repeats.interval == 10.0
+
+
+def test_a_client_sending_bad_utf8_writes_one_info_line_not_a_traceback() -> None:
+    try:
+        b"\xff".decode()
+    except UnicodeDecodeError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(
+        "uvicorn.error",
+        logging.ERROR,
+        __file__,
+        1,
+        "Invalid UTF-8 sequence received from client.",
+        None,
+        exc_info,
+    )
+    assert ClientFaultsFilter().filter(record)
+    line = logging.Formatter("%(levelname)s %(name)s %(message)s").format(record)
+    assert line == (
+        "INFO uvicorn.error event=socket.bad_utf8 detail=a text frame was not UTF-8; "
+        "closing with 1007"
+    )
+    # Other uvicorn errors (a bug in the application) keep their traceback.
+    bug = logging.LogRecord(
+        "uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI app\n", None, exc_info
+    )
+    assert ClientFaultsFilter().filter(bug)
+    assert (bug.levelno, bug.exc_info) == (logging.ERROR, exc_info)
