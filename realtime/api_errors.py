@@ -20,6 +20,7 @@ from typing import Any
 from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from redis.exceptions import RedisError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
 
@@ -51,7 +52,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     """DRF's exception handler (``REST_FRAMEWORK["EXCEPTION_HANDLER"]``), plus two cases.
 
     - A database that cannot be reached (``OperationalError``: the server is down, the pool
-      timed out; ``InterfaceError``: the connection broke) answers ``503`` with
+      timed out; ``InterfaceError``: the connection broke), or a Redis behind the shared cache
+      that does not answer (``redis.RedisError``: sign-in throttling counts failures there)
+      answers ``503`` with
       ``{"detail": str, "code": "unavailable"}`` and ``Retry-After: 1``, the same code the
       WebSocket protocol uses, instead of Django's HTML 500 page. Services write in one
       transaction, so nothing of the request was stored.
@@ -65,13 +68,11 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return response
     request = context.get("request")
     path = getattr(request, "path", "?")
-    if isinstance(exc, (OperationalError, InterfaceError)):
+    if isinstance(exc, (OperationalError, InterfaceError, RedisError)):
+        what = "the shared cache" if isinstance(exc, RedisError) else "the database"
         logger.warning("event=api.unavailable path=%s error=%r", path, exc)
         return Response(
-            {
-                "detail": "the database is unavailable; nothing was written, retry",
-                "code": "unavailable",
-            },
+            {"detail": f"{what} is unavailable; nothing was written, retry", "code": "unavailable"},
             status=503,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )

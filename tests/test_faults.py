@@ -976,13 +976,16 @@ async def _hung_redis(
                     ),
                 )
                 assert posted.status_code == 201, posted.text
-            # Sign-in throttling counts in the Redis cache: measured, not bounded here (its
-            # client's own timeouts and retries decide).
+            # Sign-in throttling counts in the Redis cache: it cannot count, so it refuses
+            # (never lets a guess through uncounted), as a JSON 503 within the bound.
             started = time.monotonic()
             signed_in = await http.post(
                 f"{a.http}/api/token/", json={"username": "carol", "password": "townsquare-demo"}
             )
             token_answer = (signed_in.status_code, round(time.monotonic() - started, 3))
+            assert signed_in.status_code == 503, signed_in.text
+            assert signed_in.json()["code"] == "unavailable"
+            assert token_answer[1] < 2.0, token_answer
         # New sockets on both workers subscribe: an ack (maybe `degraded`) or `unavailable`.
         for server, who in ((a, "carol"), (b, "dave")):
             peer = await Peer.open(f"{who}@{server.port}", server.ws, server.origin, tokens[who])
