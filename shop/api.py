@@ -163,6 +163,13 @@ class PurchaseView(APIView):
         )
 
 
+class WatchSerializer(serializers.Serializer[Any]):
+    """``{item: int, is_watching: bool}``: the answer of the watch endpoint."""
+
+    item = serializers.IntegerField()
+    is_watching = serializers.BooleanField()
+
+
 class WatchView(APIView):
     """``POST`` watches the item, ``DELETE`` stops watching → ``{item, is_watching}``."""
 
@@ -175,10 +182,10 @@ class WatchView(APIView):
             raise _translate(exc) from exc
         return Response({"item": pk, "is_watching": watching})
 
-    @extend_schema(request=None)
+    @extend_schema(request=None, responses=WatchSerializer)
     def post(self, request: Request, pk: int) -> Response:
         return self._set(request, pk, True)
 
-    @extend_schema(request=None)
+    @extend_schema(request=None, responses=WatchSerializer)
     def delete(self, request: Request, pk: int) -> Response:
         return self._set(request, pk, False)
