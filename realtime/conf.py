@@ -62,3 +62,35 @@ def redis_location() -> tuple[str, str] | None:
     """``(REDIS_URL, redis_prefix())`` for the stores shared by the deployment's workers
     (presence, worker stats), or None on the embedded default (one process: memory)."""
     return (settings.REDIS_URL, redis_prefix()) if settings.REDIS_URL else None
+
+
+def redis_timeout() -> float:
+    """Seconds one call to Redis may take on a path someone waits on (``REDIS_TIMEOUT_SECONDS``,
+    default 1.0): a group join, a publish, a presence write, a readiness probe.
+
+    A hung Redis (stopped, not dead: its port still accepts connections) answers nothing, and
+    redis-py waits forever by default; past this bound the call raises ``TimeoutError`` and
+    the caller degrades (``unavailable``, a failed publish that the database repairs).
+    """
+    return float(getattr(settings, "REDIS_TIMEOUT_SECONDS", 1.0))
+
+
+def async_redis(url: str) -> Any:
+    """An asyncio Redis client for the stores shared by the workers (presence, worker
+    statistics, leases) whose every call gives up after ``redis_timeout()`` seconds.
+
+    One immediate retry (a pooled connection left from before a Redis restart fails once),
+    not redis-py's default retries with backoff: a subscribe or a request may be waiting.
+    Returns ``redis.asyncio.Redis``.
+    """
+    import redis.asyncio as redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    timeout = redis_timeout()
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 1),
+    )

@@ -35,7 +35,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from . import metrics
-from .hub import redis_timeout
+from .conf import redis_timeout
 
 logger = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from channels.layers import BaseChannelLayer, InMemoryChannelLayer, get_channel_layer
 
 from . import metrics
+from .conf import redis_timeout
 
 logger = logging.getLogger(__name__)
 
@@ -33,19 +34,6 @@ FRAMES_MESSAGE_TYPE = "hub.frames"
 REVOKE_MESSAGE_TYPE = "hub.revoke"
 #: Channel-layer message type of a hub's probe of the layer, sent to its own channel.
 PROBE_MESSAGE_TYPE = "hub.probe"
-
-
-def redis_timeout() -> float:
-    """Seconds one call to Redis may take on a path someone waits on (``REDIS_TIMEOUT_SECONDS``,
-    default 1.0): a group join, a publish, a presence write, a readiness probe.
-
-    A hung Redis (stopped, not dead: its port still accepts connections) answers nothing, and
-    redis-py waits forever by default; past this bound the call raises ``TimeoutError`` and
-    the caller degrades (``unavailable``, a failed publish that the database repairs).
-    """
-    from django.conf import settings
-
-    return float(getattr(settings, "REDIS_TIMEOUT_SECONDS", 1.0))
 
 
 def _broken_connection(exc: BaseException) -> bool:

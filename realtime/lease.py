@@ -21,8 +21,7 @@ from typing import Protocol
 
 from django.conf import settings
 
-from .conf import redis_prefix
-from .hub import redis_timeout
+from .conf import async_redis, redis_prefix, redis_timeout
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -81,23 +80,11 @@ class RedisLease:
     def __init__(
         self, name: str, ttl_seconds: float, *, url: str, prefix: str, holder: str = WORKER_ID
     ) -> None:
-        import redis.asyncio as redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         self.name = name
         self.holder = holder
         self.ttl_seconds = ttl_seconds
         self.key = f"{prefix}:lease:{name}"
-        timeout = redis_timeout()
-        # One immediate retry (a pooled connection left from before a Redis restart fails
-        # once), not redis-py's default retries with backoff.
-        self._redis = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1),
-        )
+        self._redis = async_redis(url)
 
     async def acquire(self) -> bool:
         ttl_ms = max(1, int(self.ttl_seconds * 1000))

@@ -25,7 +25,7 @@ Stores: Redis (``REDIS_URL``; atomic Lua scripts decide the 0↔1 transitions ac
 or this process's memory on the embedded default.
 
 Presence is best effort and never holds a subscribe up: every store call is bounded by
-``REDIS_TIMEOUT_SECONDS`` (``realtime.hub.redis_timeout``), lock wait included. A socket whose
+``REDIS_TIMEOUT_SECONDS`` (``realtime.conf.redis_timeout``), lock wait included. A socket whose
 arrival the store did not take (Redis hung or down) keeps its local entry, marked
 ``pending``: the next heartbeat that reaches the store puts it back, announces
 ``presence.join`` for its user, and hands the socket the fresh ``presence.state``
@@ -43,8 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .conf import redis_location, rt_settings
-from .hub import redis_timeout
+from .conf import async_redis, redis_location, redis_timeout, rt_settings
 from .protocol import ErrorCode, ProtocolError
 
 logger = logging.getLogger(__name__)
@@ -212,21 +211,7 @@ class RedisStore:
     in ``<prefix>:presence``."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        import redis.asyncio as redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        # One immediate retry: after a Redis restart each pooled connection fails once
-        # (it still points at the old process) and reconnects; a Redis that is down fails
-        # at once instead of after redis-py's default ten retries with backoff, since a
-        # subscribe waits on this.
-        timeout = redis_timeout()
-        self._redis = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1),
-        )
+        self._redis = async_redis(url)
         self._prefix = f"{prefix}:presence"
 
     def _key(self, stream: str) -> str:

@@ -26,8 +26,7 @@ import orjson
 from django.dispatch import receiver
 
 from . import signals
-from .conf import redis_location, rt_settings
-from .hub import redis_timeout
+from .conf import async_redis, redis_location, redis_timeout, rt_settings
 from .lease import WORKER_ID
 
 logger = logging.getLogger(__name__)
@@ -127,17 +126,7 @@ class RedisStore:
     """
 
     def __init__(self, url: str, prefix: str) -> None:
-        import redis.asyncio as redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
-        timeout = redis_timeout()
-        self._redis = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1),
-        )
+        self._redis = async_redis(url)
         self._workers_key = f"{prefix}:workers"
         self._events_prefix = f"{prefix}:events:"
         self._down_until = -float("inf")  # monotonic time until which reads skip Redis
