@@ -22,7 +22,7 @@ from django.conf import settings
 from realtime import presence
 from realtime.hub import Frame, get_hub
 from realtime.publish import apublish
-from realtime.workers import WORKERS_STREAM
+from realtime.worker_stats import WORKERS_STREAM
 
 from .receivers import DIRTY_STREAM
 from .snapshot import build_snapshot

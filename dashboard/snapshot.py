@@ -7,7 +7,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
-from realtime import workers
+from realtime import worker_stats
 
 from . import selectors
 
@@ -24,5 +24,6 @@ async def build_snapshot() -> dict[str, Any]:
     now_second = int(time.time())
     counters = await database_sync_to_async(selectors.database_counters)(now_second=now_second)
     series = counters["series"]
-    series["events"] = await workers.get_store().event_series(series["start"], series["seconds"])
-    return {"at": now_second, **await workers.deployment(), **counters}
+    store = worker_stats.get_store()
+    series["events"] = await store.event_series(series["start"], series["seconds"])
+    return {"at": now_second, **await worker_stats.deployment(), **counters}

@@ -10,7 +10,7 @@ class RealtimeConfig(AppConfig):
     def ready(self) -> None:
         from .background import register_service
         from .presence import run_heartbeat, run_reaper
-        from .workers import run_flusher
+        from .worker_stats import run_flusher
 
         # Every process writes its socket and user counts for the whole deployment to see.
         register_service("worker-stats", run_flusher, leader_only=False)

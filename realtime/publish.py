@@ -23,14 +23,14 @@ import logging
 import os
 import time
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, NamedTuple
 
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 
-from . import metrics, workers
+from . import metrics
 from .hub import (
     FRAME_MESSAGE_TYPE,
     FRAMES_MESSAGE_TYPE,
@@ -52,6 +52,43 @@ class Published(NamedTuple):
     data: Any
     offset: int | None = None
 
+
+class EventCounts:
+    """Events this process published, per epoch second: the dashboard's events-per-second
+    series. ``realtime.worker_stats`` takes them (``take``) and sets ``changed`` to be woken;
+    publish keeps the counter itself so that it imports nothing of the statistics.
+    """
+
+    __slots__ = ("changed", "per_second")
+
+    def __init__(self) -> None:
+        self.per_second: Counter[int] = Counter()  # epoch second → events
+        self.changed: asyncio.Event | None = None
+
+    def add(self, n: int) -> None:
+        """Count ``n`` published events in the current second (a dict increment)."""
+        self.per_second[int(time.time())] += n
+        if self.changed is not None:
+            self.changed.set()
+
+    def total(self) -> int:
+        """Events counted and not yet taken."""
+        return sum(self.per_second.values())
+
+    def take(self) -> dict[int, int]:
+        """The counts so far, ``{epoch second: events}``; the counter starts again empty."""
+        taken, self.per_second = dict(self.per_second), Counter()
+        return taken
+
+    def give_back(self, taken: dict[int, int], horizon: int) -> None:
+        """Put ``taken`` counts back after a failed write, dropping seconds before ``horizon``."""
+        self.per_second.update(taken)
+        for second in [s for s in self.per_second if s < horizon]:
+            del self.per_second[second]
+
+
+#: This process's published events (not those on internal streams).
+counts = EventCounts()
 
 #: Streams for the server's own signals (``sys:workers``, ``sys:dashboard``); not user events.
 INTERNAL_PREFIX = "sys:"
@@ -162,7 +199,7 @@ def _count(stream: str, n: int = 1) -> None:
     if not stream.startswith(INTERNAL_PREFIX):
         # The dashboard's events-per-second series. Internal streams are not counted: the
         # worker stats' own "changed" announcement would otherwise count itself forever.
-        workers.local.count_events(n)
+        counts.add(n)
 
 
 def _tell_hub(reason: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ from dashboard.models import FeedRecord, FeedSwitch
 from dashboard.publisher import run_dashboard_publisher
 from dashboard.receivers import DIRTY_STREAM
 from dashboard.snapshot import build_snapshot
-from realtime import workers
+from realtime import publish, worker_stats
 from realtime.publish import apublish
 from realtime.tests.conftest import communicator, receive, send, session_cookie
 from realtime.tokens import issue_token
@@ -31,9 +32,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def fresh_worker_store(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(workers, "_store", workers.MemoryStore())
-    monkeypatch.setattr(workers, "local", workers.LocalStats())
+def fresh_worker_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    worker_stats.set_store(worker_stats.MemoryStore())
+    monkeypatch.setattr(worker_stats, "local", worker_stats.LocalStats())
+    monkeypatch.setattr(publish, "counts", publish.EventCounts())
+    yield
+    worker_stats.set_store(None)
 
 
 async def test_counters_follow_each_kind_of_event(demo: Demo) -> None:
@@ -70,23 +74,23 @@ async def test_counters_follow_each_kind_of_event(demo: Demo) -> None:
     # A socket opens: the worker's numbers reach the store, the snapshot counts it.
     comm = communicator(cookie=await database_sync_to_async(session_cookie)(demo.bob))
     assert (await comm.connect())[0]
-    store = workers.get_store()
-    await store.put("w1", workers.local.snapshot(), {})
+    store = worker_stats.get_store()
+    await store.put("w1", worker_stats.local.snapshot(), {})
     snapshot = await build_snapshot()
     assert snapshot["sockets"] == {"total": 1, "workers": {"w1": 1}}
     assert snapshot["users_online"] == 1
     await comm.disconnect()
-    await store.put("w1", workers.local.snapshot(), {})
+    await store.put("w1", worker_stats.local.snapshot(), {})
     assert (await build_snapshot())["sockets"]["total"] == 0
 
 
 async def test_workers_add_up_and_silent_ones_drop_out() -> None:
-    store = workers.get_store()
+    store = worker_stats.get_store()
     now = time.time()
     await store.put("a", {"sockets": 3, "users": [1, 2], "at": now}, {int(now): 5})
     await store.put("b", {"sockets": 4, "users": [2, 3], "at": now}, {int(now): 2})
     await store.put("dead", {"sockets": 9, "users": [9], "at": now - 60}, {})
-    deployment = await workers.deployment()
+    deployment = await worker_stats.deployment()
     assert deployment == {"sockets": {"total": 7, "workers": {"a": 3, "b": 4}}, "users_online": 3}
     assert (await store.event_series(int(now), 1)) == [7]
 
@@ -207,10 +211,10 @@ async def test_published_events_are_counted_per_second_but_internal_signals_are_
     await apublish("shop:item:1", "shop.note", {})
     await apublish("chat:room:1", "chat.typing", {})
     await apublish(DIRTY_STREAM, "dashboard.dirty", {})
-    await apublish(workers.WORKERS_STREAM, "workers.changed", {})
-    assert sum(workers.local.events.values()) == 2
-    store = workers.get_store()
-    await store.put("w", workers.local.snapshot(), dict(workers.local.events))
+    await apublish(worker_stats.WORKERS_STREAM, "worker_stats.changed", {})
+    assert publish.counts.total() == 2
+    store = worker_stats.get_store()
+    await store.put("w", worker_stats.local.snapshot(), publish.counts.take())
     now = int(time.time())
     assert sum(await store.event_series(now - 5, 10)) == 2
 

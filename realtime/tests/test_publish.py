@@ -15,7 +15,6 @@ from channels.testing import WebsocketCommunicator
 
 from realtime import hub as hub_module
 from realtime import publish as publish_module
-from realtime import workers
 from realtime.hub import Hub, get_hub
 from realtime.publish import Published, apublish, apublish_many, publish, publish_many
 
@@ -78,11 +77,11 @@ async def test_with_the_in_memory_layer_and_one_hub_a_publish_skips_the_layer(
         raise AssertionError("the layer was used")
 
     monkeypatch.setattr(hub.layer, "group_send", no_layer)
-    events_before = sum(workers.local.events.values())
+    events_before = publish_module.counts.total()
     assert await apublish("test:open:direct", "e", {"n": 1}) is True
     frame = await receive(ws)
     assert (frame["event"], frame["data"]) == ("e", {"n": 1})
-    assert sum(workers.local.events.values()) == events_before + 1
+    assert publish_module.counts.total() == events_before + 1
 
 
 async def test_consecutive_events_of_one_stream_cross_the_layer_as_one_message(

@@ -1,10 +1,17 @@
-"""What each worker process serves, shared across the deployment: sockets, users, events/s.
+"""Worker statistics: what each worker process serves, shared across the deployment
+(sockets, signed-in users, events per second).
 
 Each process keeps its own numbers in ``local`` (changed on the event loop by the socket
-signals and by ``count_events``) and writes them to a store when they change (at most
-every ``WORKER_FLUSH_SECONDS``) and on a heartbeat (``WORKER_HEARTBEAT_SECONDS``). Readers
-see every live worker; a worker that died without saying so (SIGKILL) drops out once its
-last write is older than three heartbeats.
+signals) and in ``realtime.publish.counts`` (events published per second: publish keeps that
+counter itself and never imports this module, so the statistics sit above publish and below
+nothing) and writes them to a store when they change (at most every ``WORKER_FLUSH_SECONDS``)
+and on a heartbeat (``WORKER_HEARTBEAT_SECONDS``). Readers see every live worker; a worker
+that died without saying so (SIGKILL) drops out once its last write is older than three
+heartbeats.
+
+The module has two parts: this process's numbers and the flusher (top), and the shared
+store (``Store``, ``MemoryStore``, ``RedisStore``, ``get_store``: bottom), kept apart so the
+store's backend can be chosen on its own.
 
 Stores: Redis (``REDIS_URL``; a hash of workers and one counter per second of events) or,
 on the embedded default, this process's memory. After each write the worker publishes
@@ -28,6 +35,7 @@ from django.dispatch import receiver
 from . import signals
 from .conf import async_redis, redis_location, redis_timeout, rt_settings
 from .lease import WORKER_ID
+from .publish import apublish, counts
 
 logger = logging.getLogger(__name__)
 
@@ -43,17 +51,12 @@ class LocalStats:
 
     sockets: int = 0
     users: Counter[int] = field(default_factory=Counter)
-    events: Counter[int] = field(default_factory=Counter)  # epoch second → events
     changed: asyncio.Event | None = None
 
-    def _mark(self) -> None:
+    def mark(self) -> None:
+        """Wake the flusher (if it runs): the numbers changed."""
         if self.changed is not None:
             self.changed.set()
-
-    def count_events(self, n: int = 1) -> None:
-        """Count ``n`` published events in the current second (cheap: a dict increment)."""
-        self.events[int(time.time())] += n
-        self._mark()
 
     def snapshot(self) -> dict[str, Any]:
         return {"sockets": self.sockets, "users": sorted(self.users), "at": time.time()}
@@ -68,7 +71,7 @@ def _opened(sender: Any, consumer: Any, **kwargs: Any) -> None:
     user = consumer.scope.get("user")
     if user is not None and user.is_authenticated:
         local.users[user.pk] += 1
-    local._mark()
+    local.mark()
 
 
 @receiver(signals.socket_closed)
@@ -79,7 +82,12 @@ def _closed(sender: Any, consumer: Any, **kwargs: Any) -> None:
         local.users[user.pk] -= 1
         if local.users[user.pk] <= 0:
             del local.users[user.pk]
-    local._mark()
+    local.mark()
+
+
+# --- The shared store ------------------------------------------------------------------------
+# Where every worker's numbers meet. Everything below is the store's: the protocol, the two
+# backends and the choice between them; the rest of the module uses only ``get_store()``.
 
 
 class Store(Protocol):
@@ -199,6 +207,15 @@ def get_store() -> Store:
     return _store
 
 
+def set_store(store: Store | None) -> None:
+    """Use ``store`` from now on (tests); None: choose again at the next ``get_store()``."""
+    global _store
+    _store = store
+
+
+# --- Reading and writing ----------------------------------------------------------------------
+
+
 async def deployment() -> dict[str, Any]:
     """Numbers across live workers: ``{sockets: {total, workers: {id: n}}, users_online}``."""
     limits = rt_settings()
@@ -216,26 +233,23 @@ async def deployment() -> dict[str, Any]:
 
 
 async def run_flusher() -> None:
-    """Background service (every process): write ``local`` to the store when it changes."""
-    from .publish import apublish
-
+    """Background service (every process): write ``local`` and the publish counts to the
+    store when they change."""
     limits = rt_settings()
-    local.changed = changed = asyncio.Event()
+    # One event wakes the flusher for both: a socket coming or going, an event published.
+    local.changed = counts.changed = changed = asyncio.Event()
     store = get_store()
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(changed.wait(), limits.WORKER_HEARTBEAT_SECONDS)
         changed.clear()
-        events, local.events = dict(local.events), Counter()
+        events = counts.take()
         try:
             await store.put(WORKER_ID, local.snapshot(), events)
         except Exception as exc:
             # Redis down or hung: keep the counts for the next write (the series may show
             # them a few seconds late), and try again on the next change or heartbeat.
-            local.events.update(events)
-            horizon = int(time.time()) - SERIES_SECONDS
-            for second in [s for s in local.events if s < horizon]:
-                del local.events[second]
+            counts.give_back(events, horizon=int(time.time()) - SERIES_SECONDS)
             logger.warning("event=workers.flush_failed error=%s", type(exc).__name__)
             await asyncio.sleep(limits.WORKER_FLUSH_SECONDS)
             continue
