@@ -251,7 +251,9 @@ class MessageListCreateView(generics.ListCreateAPIView[Message]):
             raise _not_found(exc) from exc
         except DjangoValidationError as exc:
             raise ValidationError({"text": exc.messages}) from exc
-        return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
+        # A client_id this user already sent in this room: the stored message, not a new one.
+        code = status.HTTP_200_OK if message.duplicate else status.HTTP_201_CREATED
+        return Response(MessageSerializer(message).data, status=code)
 
 
 class RoomMembershipView(APIView):

@@ -76,10 +76,21 @@ class Message(models.Model):
     # Indexed for the dashboard's "last hour", "last minute" and per-second counts.
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
+    #: Set on a ``Message`` that ``message_create_many`` returns for a repeated ``client_id``:
+    #: the message stored by the first send (nothing new was stored or published).
+    duplicate = False
+
     class Meta:
         ordering = ["room", "offset"]
         constraints = [
-            models.UniqueConstraint(fields=["room", "offset"], name="chat_message_room_offset")
+            models.UniqueConstraint(fields=["room", "offset"], name="chat_message_room_offset"),
+            # One message per (room, client_id, author): a send repeated after a lost ack
+            # finds the first instead of storing a second (idempotent chat.send).
+            models.UniqueConstraint(
+                fields=["room", "client_id", "author"],
+                condition=~models.Q(client_id=""),
+                name="chat_message_room_client_id_author",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -11,7 +13,7 @@ from functools import partial
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from realtime.publish import Published, publish, publish_many
@@ -24,6 +26,8 @@ from .selectors import (
     room_id_valid,
     room_is_member,
 )
+
+logger = logging.getLogger(__name__)
 
 MAX_TEXT_LENGTH = 4000
 MAX_CLIENT_ID_LENGTH = 64
@@ -120,6 +124,16 @@ def message_create_many(batch: Sequence[NewMessage]) -> list[Message | Exception
     """Store checked messages, in order, in one transaction (group commit); publish each
     ``chat.message`` after commit, in offset order per room.
 
+    Idempotent per ``(room, client_id, author)``: a message whose non-empty ``client_id``
+    its author already used in that room (stored before, or earlier in the same batch) is
+    not stored again; its result is the first message with ``duplicate = True``, and nothing
+    is published for it. A unique constraint backs this against concurrent batches.
+
+    One message's failure is its own: when the database refuses the batch
+    (``IntegrityError``, ``DataError``: a value it will not take, a user deleted meanwhile, a
+    concurrent duplicate), each message is written again in a transaction of its own, so the
+    others are stored and only the guilty one gets its error (a ``ValidationError``).
+
     Per room, one ``UPDATE ... RETURNING`` takes as many offsets as the batch has messages
     for it: the row stays locked (PostgreSQL) or the database write-locked (SQLite, IMMEDIATE
     transactions) until commit, so a room's offsets are gapless and unique, and a rollback
@@ -131,17 +145,77 @@ def message_create_many(batch: Sequence[NewMessage]) -> list[Message | Exception
 
     Returns, for each message in ``batch``, the stored ``Message`` or the exception that
     refused it: ``Room.DoesNotExist`` (no such room), ``PermissionDenied`` (a non-member of
-    a private room). The others are stored all the same.
+    a private room), ``ValidationError`` (the database refused that message). The others
+    are stored all the same.
 
     Raises:
-        DatabaseError: the database failed; nothing of the batch was stored.
+        DatabaseError: the database failed (unreachable, timed out); nothing of the batch was
+            stored.
     """
+    try:
+        return _create_batch(batch)
+    except (IntegrityError, DataError) as exc:
+        if len(batch) > 1:
+            logger.warning("a batch of %s messages was refused (%r); one by one", len(batch), exc)
+        return [_create_alone(item, exc) for item in batch]
+
+
+def _create_alone(item: NewMessage, error: Exception) -> Message | Exception:
+    # A refused batch, one message at a time. A concurrent duplicate commits between two
+    # tries, so a later one finds it; anything else is this message's own fault.
+    for _attempt in range(2):
+        try:
+            return _create_batch([item])[0]
+        except (IntegrityError, DataError) as exc:
+            error = exc
+    logger.info("a message was refused by the database: %r", error)
+    return ValidationError("the database refused this message")
+
+
+def _find_duplicates(
+    batch: Sequence[NewMessage],
+) -> tuple[dict[int, Message], dict[int, int]]:
+    # Messages of the batch whose client_id was used before (index -> the stored message)
+    # or earlier in the batch (index -> the index of the first). One query, only when some
+    # message carries a client_id.
+    keyed = [(i, item) for i, item in enumerate(batch) if item.client_id]
+    if not keyed:
+        return {}, {}
+    stored = Message.objects.filter(
+        room_id__in={item.room_id for _, item in keyed},
+        client_id__in={item.client_id for _, item in keyed},
+    ).select_related("author")
+    found = {(m.room_id, m.client_id, m.author_id): m for m in stored}
+    before: dict[int, Message] = {}
+    twins: dict[int, int] = {}
+    first: dict[tuple[int, str, int], int] = {}
+    for index, item in keyed:
+        key = (item.room_id, item.client_id, item.user.pk)
+        if key in found:
+            before[index] = found[key]
+        elif key in first:
+            twins[index] = first[key]
+        else:
+            first[key] = index
+    return before, twins
+
+
+def _create_batch(batch: Sequence[NewMessage]) -> list[Message | Exception]:
     results: list[Message | Exception | None] = [None] * len(batch)
     by_room: dict[int, list[int]] = {}
     for index, item in enumerate(batch):
         by_room.setdefault(item.room_id, []).append(index)
     messages: list[Message] = []
     with transaction.atomic():
+        before, twins = _find_duplicates(batch)
+        for index, message in before.items():
+            message.duplicate = True
+            results[index] = message
+        if before or twins:
+            for room_id, indexes in list(by_room.items()):
+                by_room[room_id] = [i for i in indexes if i not in before and i not in twins]
+                if not by_room[room_id]:
+                    del by_room[room_id]
         for room_id in sorted(by_room):
             indexes = by_room[room_id]
             taken = _take_offsets(room_id, len(indexes)) if room_id_valid(room_id) else None
@@ -178,6 +252,14 @@ def message_create_many(batch: Sequence[NewMessage]) -> list[Message | Exception
                 for m in messages
             ]
             transaction.on_commit(partial(publish_many, events))
+        for index, twin in twins.items():
+            original = results[twin]
+            if isinstance(original, Message):
+                repeat = copy.copy(original)
+                repeat.duplicate = True
+                results[index] = repeat
+            else:  # the first send was refused: so is its repeat
+                results[index] = original
     return [r for r in results if r is not None]  # every index was given its result
 
 

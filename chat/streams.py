@@ -66,7 +66,9 @@ register_stream(
 @action("chat.send", pipelined=True)
 async def send_message(ctx: ActionContext, frame: dict[str, Any]) -> dict[str, Any]:
     """``chat.send {room: int, text: str, client_id?: str}`` → ``ack {client_id, stream, id,
-    offset}``; the message itself arrives as a ``chat.message`` event on the room's stream.
+    offset, duplicate}``; the message itself arrives as a ``chat.message`` event on the room's
+    stream. A ``client_id`` the user already sent in the room stores nothing: the ack names
+    the first message, with ``duplicate: true`` (retry safely after a lost ack).
 
     Errors: ``invalid`` (bad room/text/client_id), ``unauthenticated``, ``forbidden``
     (private room), ``not_found``, ``unavailable`` (database down; nothing written).
@@ -84,4 +86,6 @@ async def send_message(ctx: ActionContext, frame: dict[str, Any]) -> dict[str, A
         "stream": f"chat:room:{room_id}",
         "id": message.pk,
         "offset": message.offset,
+        # The client_id was used before: this is the first send's message, stored once.
+        "duplicate": message.duplicate,
     }

@@ -71,6 +71,7 @@ async def test_send_reaches_every_subscriber_and_acks_the_sender(demo: Demo) -> 
         "stream": stream,
         "id": ack["id"],
         "offset": 1,
+        "duplicate": False,
     }
     at_bob = await receive(bob)
     assert at_bob == event
