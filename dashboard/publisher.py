@@ -17,13 +17,13 @@ import asyncio
 import contextlib
 from typing import Any
 
-from django.conf import settings
-
 from realtime import presence
+from realtime.conf import rt_settings
 from realtime.hub import Frame, get_hub
 from realtime.publish import apublish
 from realtime.worker_stats import WORKERS_STREAM
 
+from .conf import DashboardSettings
 from .receivers import DIRTY_STREAM
 from .snapshot import build_snapshot
 
@@ -53,7 +53,7 @@ async def run_dashboard_publisher() -> None:
     hub = get_hub()
     dirty = asyncio.Event()
     wake = _Wake(dirty)
-    min_gap = 1.0 / settings.DASHBOARD_MAX_UPDATES_PER_SECOND
+    min_gap = 1.0 / rt_settings().section(DashboardSettings).MAX_UPDATES_PER_SECOND
     for stream in (DIRTY_STREAM, WORKERS_STREAM):
         await hub.subscribe(stream, wake)
     last: dict[str, Any] | None = None

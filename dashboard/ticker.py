@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 
 from channels.db import database_sync_to_async
-from django.conf import settings
+
+from realtime.conf import rt_settings
 
 from . import services
+from .conf import DashboardSettings
 
 
 async def run_feed_ticker() -> None:
     """Background service (leader only)."""
-    interval = float(settings.FEED_INTERVAL_SECONDS)
+    interval = rt_settings().section(DashboardSettings).FEED_INTERVAL_SECONDS
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     while True:

@@ -6,6 +6,10 @@ documentation ("Distributed locks with Redis"). A holder that stops renewing (cr
 a stalled event loop) loses the lease after ``ttl_seconds``; another process takes it over.
 Without Redis there is one process, and it always holds its leases.
 
+The backend is the setting ``LEASE_BACKEND`` (a dotted path to a class called
+``(name, ttl_seconds)``): ``realtime.lease.RedisLease`` when ``REDIS_URL`` is set, else
+``realtime.lease.LocalLease`` (``realtime.conf.backend_class``).
+
 A lease is not a fence: a holder stalled past its ttl may still act once more. Work that must
 happen at most once per interval is also guarded where it is written (the feed ticker's
 conditional UPDATE).
@@ -19,9 +23,7 @@ import socket
 import uuid
 from typing import Protocol
 
-from django.conf import settings
-
-from .conf import async_redis, redis_prefix, redis_timeout
+from .conf import async_redis, backend_class, redis_timeout, require_redis_location
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -73,13 +75,23 @@ class LocalLease:
 class RedisLease:
     """A lease kept in Redis under ``<REDIS_PREFIX>:lease:<name>``.
 
-    Each call is bounded by ``REDIS_TIMEOUT_SECONDS`` and raises ``TimeoutError`` past it (a
-    hung Redis); the caller decides what an unanswered renewal means (``background.Runner``).
+    ``url`` and ``prefix`` default to ``realtime.conf.redis_location()``
+    (``ImproperlyConfigured`` without ``REDIS_URL``). Each call is bounded by
+    ``REDIS_TIMEOUT_SECONDS`` and raises ``TimeoutError`` past it (a hung Redis); the caller
+    decides what an unanswered renewal means (``background.Runner``).
     """
 
     def __init__(
-        self, name: str, ttl_seconds: float, *, url: str, prefix: str, holder: str = WORKER_ID
+        self,
+        name: str,
+        ttl_seconds: float,
+        *,
+        url: str | None = None,
+        prefix: str | None = None,
+        holder: str = WORKER_ID,
     ) -> None:
+        if url is None or prefix is None:
+            url, prefix = require_redis_location("realtime.lease.RedisLease")
         self.name = name
         self.holder = holder
         self.ttl_seconds = ttl_seconds
@@ -98,8 +110,7 @@ class RedisLease:
 
 
 def get_lease(name: str, ttl_seconds: float) -> Lease:
-    """A Redis lease when ``REDIS_URL`` is set, else a local one."""
-    if settings.REDIS_URL:
-        prefix = redis_prefix()
-        return RedisLease(name, ttl_seconds, url=settings.REDIS_URL, prefix=prefix)
-    return LocalLease(name, ttl_seconds)
+    """A new lease of the ``LEASE_BACKEND`` class: Redis when ``REDIS_URL`` is set, else a
+    local one. Raises ``ImproperlyConfigured`` when the setting's path does not import."""
+    lease: Lease = backend_class("LEASE_BACKEND")(name, ttl_seconds)
+    return lease

@@ -21,8 +21,10 @@ announces ``presence.join`` when that makes the user present again. In one proce
 departures and renewals are serialized (``_writes``), so a renewal never resurrects an entry
 that its socket just removed, nor swallows the ``presence.join`` of one just arriving.
 
-Stores: Redis (``REDIS_URL``; atomic Lua scripts decide the 0↔1 transitions across workers)
-or this process's memory on the embedded default.
+Stores: Redis (``RedisStore``; atomic Lua scripts decide the 0↔1 transitions across workers)
+or this process's memory (``MemoryStore``), side by side below; the setting
+``PRESENCE_BACKEND`` names one by dotted path, and by default it is Redis when ``REDIS_URL``
+is set, else memory (``realtime.conf.backend_class``).
 
 Presence is best effort and never holds a subscribe up: every store call is bounded by
 ``REDIS_TIMEOUT_SECONDS`` (``realtime.conf.redis_timeout``), lock wait included. A socket whose
@@ -43,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .conf import async_redis, redis_location, redis_timeout, rt_settings
+from .conf import async_redis, backend_class, redis_timeout, require_redis_location, rt_settings
 from .protocol import ErrorCode, ProtocolError
 
 logger = logging.getLogger(__name__)
@@ -208,9 +210,12 @@ class MemoryStore:
 
 class RedisStore:
     """``<prefix>:presence:<stream>`` sorted sets scored by expiry; the set of streams in use
-    in ``<prefix>:presence``."""
+    in ``<prefix>:presence``. ``url`` and ``prefix`` default to
+    ``realtime.conf.redis_location()`` (``ImproperlyConfigured`` without ``REDIS_URL``)."""
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
+        if url is None or prefix is None:
+            url, prefix = require_redis_location("realtime.presence.RedisStore")
         self._redis = async_redis(url)
         self._prefix = f"{prefix}:presence"
 
@@ -276,12 +281,19 @@ _store: Store | None = None
 
 
 def get_store() -> Store:
-    """The deployment's presence store: Redis when ``REDIS_URL`` is set, else memory."""
+    """The deployment's presence store, made at the first call from ``PRESENCE_BACKEND``
+    (Redis when ``REDIS_URL`` is set, else memory). Raises ``ImproperlyConfigured`` when the
+    setting's path does not import."""
     global _store
     if _store is None:
-        location = redis_location()
-        _store = RedisStore(*location) if location else MemoryStore()
+        _store = backend_class("PRESENCE_BACKEND")()
     return _store
+
+
+def set_store(store: Store | None) -> None:
+    """Use ``store`` from now on (tests); None: choose again at the next ``get_store()``."""
+    global _store
+    _store = store
 
 
 @dataclass

@@ -6,7 +6,6 @@ import hmac
 from typing import Any
 
 import orjson
-from django.conf import settings
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -84,7 +83,7 @@ class HasPublishKey(BasePermission):
     message = "A valid X-Townsquare-Key header is required."
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        expected = settings.PUBLISH_API_KEY
+        expected = rt_settings().PUBLISH_API_KEY
         given = request.headers.get("X-Townsquare-Key", "")
         return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 

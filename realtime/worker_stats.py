@@ -13,10 +13,11 @@ The module has two parts: this process's numbers and the flusher (top), and the 
 store (``Store``, ``MemoryStore``, ``RedisStore``, ``get_store``: bottom), kept apart so the
 store's backend can be chosen on its own.
 
-Stores: Redis (``REDIS_URL``; a hash of workers and one counter per second of events) or,
-on the embedded default, this process's memory. After each write the worker publishes
-``workers.changed`` on the internal stream ``sys:workers`` so that listeners (the dashboard)
-recompute because something happened, not on a poll.
+Stores: Redis (``RedisStore``: a hash of workers and one counter per second of events) or
+this process's memory (``MemoryStore``); the setting ``WORKER_STATS_BACKEND`` names one by
+dotted path, and by default it is Redis when ``REDIS_URL`` is set, else memory. After each
+write the worker publishes ``workers.changed`` on the internal stream ``sys:workers`` so that
+listeners (the dashboard) recompute because something happened, not on a poll.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import orjson
 from django.dispatch import receiver
 
 from . import signals
-from .conf import async_redis, redis_location, redis_timeout, rt_settings
+from .conf import async_redis, backend_class, redis_timeout, require_redis_location, rt_settings
 from .lease import WORKER_ID
 from .publish import apublish, counts
 
@@ -130,10 +131,13 @@ class RedisStore:
     serve the dashboard's snapshot, which a subscribe computes on the database thread that
     every socket shares: after a failure they answer at once from ``fallback`` for
     ``REDIS_TIMEOUT_SECONDS`` × 5 instead of waiting on Redis again (a hung Redis would
-    otherwise hold that thread a timeout per snapshot).
+    otherwise hold that thread a timeout per snapshot). ``url`` and ``prefix`` default to
+    ``realtime.conf.redis_location()`` (``ImproperlyConfigured`` without ``REDIS_URL``).
     """
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str | None = None, prefix: str | None = None) -> None:
+        if url is None or prefix is None:
+            url, prefix = require_redis_location("realtime.worker_stats.RedisStore")
         self._redis = async_redis(url)
         self._workers_key = f"{prefix}:workers"
         self._events_prefix = f"{prefix}:events:"
@@ -199,11 +203,12 @@ _store: Store | None = None
 
 
 def get_store() -> Store:
-    """The deployment's store: Redis when ``REDIS_URL`` is set, else memory."""
+    """The deployment's store, made at the first call from ``WORKER_STATS_BACKEND`` (Redis
+    when ``REDIS_URL`` is set, else memory). Raises ``ImproperlyConfigured`` when the
+    setting's path does not import."""
     global _store
     if _store is None:
-        location = redis_location()
-        _store = RedisStore(*location) if location else MemoryStore()
+        _store = backend_class("WORKER_STATS_BACKEND")()
     return _store
 
 

@@ -21,6 +21,9 @@ import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from dashboard.conf import DashboardSettings
+from realtime.conf import RealtimeSettings, from_environ
+
 # Lets annotations such as ModelAdmin[Room] and Serializer[Any] run, as django-stubs documents.
 django_stubs_ext.monkeypatch()
 
@@ -194,12 +197,14 @@ REDIS_URL: str | None = env.str("REDIS_URL", default=None)
 # "Channel layer"): pub/sub costs 7-10x less per message at every step; its silent outages are
 # noticed by the hub's reconnect hook and probes, which then catch durable streams up.
 CHANNEL_LAYER: str = env.str("CHANNEL_LAYER", default="pubsub")
-# Seconds one Redis call may take where someone waits on it (a group join, a publish, a
-# presence write, /readyz): a hung Redis (stopped, not dead) answers nothing, and redis-py
-# waits forever by default. Past it the call fails as if Redis were down (docs/operations.md,
-# "A hung Redis"). Also the layer's connect timeout, and its socket timeout under pub/sub (the
-# core layer's blocking receive waits up to 5 s by design, so there it is not one).
-REDIS_TIMEOUT_SECONDS: float = env.float("REDIS_TIMEOUT_SECONDS", default=1.0)
+# The real-time core's settings (TOWNSQUARE_REALTIME, below) as the environment sets them.
+_rt_environ = from_environ(RealtimeSettings)
+# REDIS_TIMEOUT_SECONDS, a core setting (realtime.conf: every wait on Redis; docs/operations.md,
+# "A hung Redis"), is also the layer's connect timeout, and its socket timeout under pub/sub
+# (the core layer's blocking receive waits up to 5 s by design, so there it is not one).
+_redis_timeout: float = _rt_environ.get(
+    "REDIS_TIMEOUT_SECONDS", RealtimeSettings.REDIS_TIMEOUT_SECONDS
+)
 CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if REDIS_URL and CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {
@@ -212,8 +217,8 @@ if REDIS_URL and CHANNEL_LAYER == "pubsub":
                 "hosts": [
                     {
                         "address": REDIS_URL,
-                        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
-                        "socket_timeout": REDIS_TIMEOUT_SECONDS,
+                        "socket_connect_timeout": _redis_timeout,
+                        "socket_timeout": _redis_timeout,
                     }
                 ],
                 "prefix": env.str("REDIS_PREFIX", default="townsquare"),
@@ -225,7 +230,7 @@ elif REDIS_URL and CHANNEL_LAYER == "core":
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": REDIS_TIMEOUT_SECONDS}],
+                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": _redis_timeout}],
                 "prefix": env.str("REDIS_PREFIX", default="townsquare"),
                 # One hub channel per worker process receives every publish for that process,
                 # so its capacity is per process, not per socket.
@@ -261,8 +266,8 @@ if REDIS_URL:
             "KEY_PREFIX": f"{CHANNEL_LAYERS['default']['CONFIG']['prefix']}:cache",
             # Django's RedisCache passes these to redis-py's connection pool.
             "OPTIONS": {
-                "socket_timeout": REDIS_TIMEOUT_SECONDS,
-                "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+                "socket_timeout": _redis_timeout,
+                "socket_connect_timeout": _redis_timeout,
             },
         }
     }
@@ -369,68 +374,16 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Townsquare real-time core (see docs/protocol.md) ---------------------------------------
-TOWNSQUARE_REALTIME = {
-    # Largest client frame accepted, in bytes; a larger one closes the socket with 1009.
-    "MAX_FRAME_BYTES": env.int("RT_MAX_FRAME_BYTES", default=64 * 1024),
-    # Token bucket per socket: sustained client frames per second, and the burst allowed.
-    "FRAMES_PER_SECOND": env.float("RT_FRAMES_PER_SECOND", default=20.0),
-    "FRAME_BURST": env.int("RT_FRAME_BURST", default=40),
-    # Frames dropped in a row for the rate limit before the socket is closed with 4029.
-    "RATE_LIMIT_CLOSE_AFTER": env.int("RT_RATE_LIMIT_CLOSE_AFTER", default=100),
-    # Streams one socket may hold at once; one more gets an error frame `too_many_streams`.
-    "MAX_STREAMS_PER_SOCKET": env.int("RT_MAX_STREAMS_PER_SOCKET", default=100),
-    # Unsent output one socket may hold, in characters of encoded JSON (bytes for ASCII);
-    # above it the socket is closed with 4008 (slow reader).
-    "OUTBOX_MAX_BYTES": env.int("RT_OUTBOX_MAX_BYTES", default=4 * 1024 * 1024),
-    # Messages a `subscribe {since}` replays at most; beyond it the ack says `truncated`
-    # (the client subscribes again from the last one). One replay is one database read:
-    # 1,000 rows take ~14 ms on SQLite here, the longest another user's subscribe waits.
-    "REPLAY_MAX": env.int("RT_REPLAY_MAX", default=1000),
-    # Replay budget per socket, in rows: refilled at this rate (rows per second) up to the
-    # burst. A replay runs whole and is charged after; a `subscribe {since}` while the budget
-    # is negative gets `rate_limited` with `retry_after` (seconds), and nothing is read.
-    "REPLAY_ROWS_PER_SECOND": env.float("RT_REPLAY_ROWS_PER_SECOND", default=1000.0),
-    "REPLAY_ROWS_BURST": env.int("RT_REPLAY_ROWS_BURST", default=2000),
-    # Frames one socket may have read but not yet handled; beyond it the server stops reading
-    # that socket until one is handled (backpressure into TCP).
-    "MAX_QUEUED_FRAMES": env.int("RT_MAX_QUEUED_FRAMES", default=64),
-    # Open sockets per signed-in user and per client address in one worker process (0: no
-    # cap); one more is refused at the handshake (HTTP 429, code too_many_connections).
-    "MAX_SOCKETS_PER_USER": env.int("RT_MAX_SOCKETS_PER_USER", default=100),
-    "MAX_SOCKETS_PER_ADDRESS": env.int("RT_MAX_SOCKETS_PER_ADDRESS", default=1000),
-    # How often each worker re-joins the layer groups of its streams, in seconds: the longest
-    # a worker stays deaf after Redis lost group membership (restart, expiry).
-    "HUB_REFRESH_SECONDS": env.float("RT_HUB_REFRESH_SECONDS", default=30.0),
-    # How long a durable subscription holds frames that arrived past a gap (offset n+2 before
-    # n+1) before fetching the missing ones from the database, in seconds.
-    "GAP_WAIT_SECONDS": env.float("RT_GAP_WAIT_SECONDS", default=0.25),
-    # Leader lease (one process of the deployment runs the feed ticker and the dashboard
-    # publisher): lifetime in seconds; a dead leader is replaced within this time.
-    "LEASE_TTL_SECONDS": env.float("RT_LEASE_TTL_SECONDS", default=10.0),
-    # Start background services with the server (ASGI lifespan, or the first connection).
-    "BACKGROUND_AUTOSTART": env.bool("RT_BACKGROUND_AUTOSTART", default=True),
-    # Each worker writes its socket and user counts at least this often, in seconds; a worker
-    # silent for three heartbeats counts as gone.
-    "WORKER_HEARTBEAT_SECONDS": env.float("RT_WORKER_HEARTBEAT_SECONDS", default=5.0),
-    # and at most this often when they change.
-    "WORKER_FLUSH_SECONDS": env.float("RT_WORKER_FLUSH_SECONDS", default=0.25),
-    # A socket's presence entry lives this long without renewal, in seconds: a worker killed
-    # without closing its sockets has its users shown offline within about this time.
-    "PRESENCE_TTL_SECONDS": env.float("RT_PRESENCE_TTL_SECONDS", default=15.0),
-    # At most one `typing` per socket and stream in this many seconds; extras are dropped.
-    "TYPING_MIN_INTERVAL": env.float("RT_TYPING_MIN_INTERVAL", default=2.0),
-    # Lifetime of a JWT from POST /api/token/, in seconds.
-    "JWT_TTL_SECONDS": env.int("RT_JWT_TTL_SECONDS", default=15 * 60),
+# Only what the environment sets: every default, with what it means, is written once in
+# realtime/conf.py (RealtimeSettings; the dashboard's in dashboard/conf.py). Variables:
+# RT_<NAME> for a core setting (RT_MAX_FRAME_BYTES, RT_PRESENCE_BACKEND, ...), and
+# REDIS_TIMEOUT_SECONDS, PUBLISH_API_KEY, DASHBOARD_MAX_UPDATES_PER_SECOND and
+# FEED_INTERVAL_SECONDS by their own names. A key that names no setting, or a value of the
+# wrong type, stops the server at startup (check realtime.E001).
+TOWNSQUARE_REALTIME: dict[str, Any] = {
+    **_rt_environ,
+    "dashboard": from_environ(DashboardSettings),
 }
-
-# --- Dashboard ------------------------------------------------------------------------------
-# At most this many `dashboard.update` frames a second; bursts are folded, the latest wins.
-DASHBOARD_MAX_UPDATES_PER_SECOND: float = env.float("DASHBOARD_MAX_UPDATES_PER_SECOND", default=2.0)
-# Seconds between two records of seed 000's feed while its switch is on.
-FEED_INTERVAL_SECONDS: float = env.float("FEED_INTERVAL_SECONDS", default=2.0)
-
-# Key for POST /api/publish/ (header X-Townsquare-Key); empty disables the endpoint.
-PUBLISH_API_KEY: str = env.str("PUBLISH_API_KEY", default="")
 
 # Rooms one user may create per hour (page, API, seed-003 socket); staff are exempt; 0 = no limit.
 ROOM_CREATE_QUOTA: int = env.int("ROOM_CREATE_QUOTA", default=10)

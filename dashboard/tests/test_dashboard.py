@@ -98,7 +98,8 @@ async def test_workers_add_up_and_silent_ones_drop_out() -> None:
 async def test_a_burst_is_conflated_and_the_last_frame_has_the_final_values(
     demo: Demo, settings: Any
 ) -> None:
-    settings.DASHBOARD_MAX_UPDATES_PER_SECOND = 4
+    dashboard = {"MAX_UPDATES_PER_SECOND": 4}
+    settings.TOWNSQUARE_REALTIME = {**settings.TOWNSQUARE_REALTIME, "dashboard": dashboard}
     comm = communicator(cookie=await database_sync_to_async(session_cookie)(demo.alice))
     assert (await comm.connect())[0]
     await send(comm, {"type": "subscribe", "stream": "dashboard"})
@@ -222,7 +223,8 @@ async def test_published_events_are_counted_per_second_but_internal_signals_are_
 async def test_the_publisher_computes_nothing_while_nobody_watches(
     demo: Demo, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings.DASHBOARD_MAX_UPDATES_PER_SECOND = 20
+    dashboard = {"MAX_UPDATES_PER_SECOND": 20}
+    settings.TOWNSQUARE_REALTIME = {**settings.TOWNSQUARE_REALTIME, "dashboard": dashboard}
     computed = asyncio.Event()
     builds: list[float] = []
 

@@ -115,7 +115,7 @@ def test_other_errors_stay_server_errors(exc: Exception) -> None:
 def test_publish_refuses_integers_a_frame_cannot_carry(
     body: dict[str, Any], field: str, settings: Any
 ) -> None:
-    settings.PUBLISH_API_KEY = "k" * 32
+    settings.TOWNSQUARE_REALTIME = {**settings.TOWNSQUARE_REALTIME, "PUBLISH_API_KEY": "k" * 32}
     response = APIClient().post(
         "/api/publish/", body, format="json", HTTP_X_TOWNSQUARE_KEY="k" * 32
     )

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from channels.layers import InMemoryChannelLayer
+from django.conf import settings
 from django.test import override_settings
 
 from realtime import background, presence
@@ -22,7 +23,9 @@ ALICE: dict[str, Any] = {"id": 1, "username": "alice"}
 
 @pytest.fixture(autouse=True)
 def short_timeout() -> Iterator[None]:
-    with override_settings(REDIS_TIMEOUT_SECONDS=BOUND):
+    with override_settings(
+        TOWNSQUARE_REALTIME={**settings.TOWNSQUARE_REALTIME, "REDIS_TIMEOUT_SECONDS": BOUND}
+    ):
         yield
 
 

@@ -184,7 +184,7 @@ def test_watch_and_unwatch(demo: Demo) -> None:
 async def test_publish_api_reaches_subscribers_with_the_right_key_only(
     demo: Demo, settings: Any
 ) -> None:
-    settings.PUBLISH_API_KEY = "k" * 40
+    settings.TOWNSQUARE_REALTIME = {**settings.TOWNSQUARE_REALTIME, "PUBLISH_API_KEY": "k" * 40}
     item_id = await database_sync_to_async(moka_id)()
     stream = f"shop:item:{item_id}"
     comm = communicator()
@@ -217,7 +217,7 @@ async def test_publish_api_reaches_subscribers_with_the_right_key_only(
 
 @pytest.mark.django_db
 def test_publish_api_is_closed_without_a_configured_key(demo: Demo, settings: Any) -> None:
-    settings.PUBLISH_API_KEY = ""
+    settings.TOWNSQUARE_REALTIME = {**settings.TOWNSQUARE_REALTIME, "PUBLISH_API_KEY": ""}
     response = APIClient().post(
         "/api/publish/",
         {"stream": "x", "event": "y", "data": 1},
