@@ -10,13 +10,17 @@ that worked here needs ``realtime`` alone. docs/using-realtime.md quotes its cod
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import io
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +33,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tests.server import free_port
 
-pytestmark = pytest.mark.server
-
-PROJECT = Path(__file__).resolve().parent / "minimal_project"
-DOC = Path(__file__).resolve().parent.parent / "docs" / "using-realtime.md"
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT = ROOT / "tests" / "minimal_project"
+DOC = ROOT / "docs" / "using-realtime.md"
 SECRET_KEY = "minimal-project-test-secret-key-not-for-production-0123456789abcdef"
 #: The main project's packages (and this test suite): none may be imported by the minimal one.
 MAIN_PACKAGES = ("townsquare", "chat", "shop", "notifications", "dashboard", "tests")
@@ -190,6 +193,7 @@ def users(frame: dict[str, Any]) -> list[str]:
     return sorted(u["username"] for u in frame["data"]["users"])
 
 
+@pytest.mark.server
 def test_installs_only_realtime(minisite: Minisite) -> None:
     """The server's own import path (settings, app registry, ASGI stack) loads no package of
     the main project, and the only apps besides Django's and Channels' are realtime and board;
@@ -212,6 +216,7 @@ def test_installs_only_realtime(minisite: Minisite) -> None:
     ]
 
 
+@pytest.mark.server
 async def test_subscribe_answers_ack_then_snapshot(minisite: Minisite) -> None:
     """A signed-in subscribe gets the durable ``ack`` then the presence snapshot; the stream
     kind's ``authorize`` refuses an anonymous socket."""
@@ -238,6 +243,7 @@ async def test_subscribe_answers_ack_then_snapshot(minisite: Minisite) -> None:
         await anonymous.close()
 
 
+@pytest.mark.server
 async def test_a_write_through_the_service_reaches_a_subscriber(minisite: Minisite) -> None:
     """``board.post`` stores through ``post_create``; after commit the post is an event at its
     offset on every subscribed socket. A refused post takes no offset and publishes nothing."""
@@ -261,6 +267,7 @@ async def test_a_write_through_the_service_reaches_a_subscriber(minisite: Minisi
         await ben.close()
 
 
+@pytest.mark.server
 async def test_reconnect_with_since_gets_exactly_the_missed_posts(minisite: Minisite) -> None:
     """A socket that saw offset 1, left, and came back with ``since: 1`` gets 2, 3, 4 from the
     database, in order, then the next live post (5): nothing twice, nothing missing."""
@@ -288,6 +295,7 @@ async def test_reconnect_with_since_gets_exactly_the_missed_posts(minisite: Mini
         await ben.close()
 
 
+@pytest.mark.server
 async def test_two_signed_in_sockets_see_each_other(minisite: Minisite) -> None:
     """On a stream kind registered with ``presence=True``: the second sees both in its
     ``presence.state``, the first hears the second's ``presence.join``, then its
@@ -310,3 +318,43 @@ async def test_two_signed_in_sockets_see_each_other(minisite: Minisite) -> None:
     finally:
         await ann.close()
         await ben.close()
+
+
+def code_lines(path: Path) -> tuple[int, int]:
+    """``(lines of code, import lines among them)`` of a module: blank lines, comments and
+    docstrings are not code."""
+    source = path.read_text()
+    skip: set[int] = set()
+    imports: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        documented = ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+        if isinstance(node, documented) and ast.get_docstring(node, clean=False) is not None:
+            skip.update(range(node.body[0].lineno, (node.body[0].end_lineno or 0) + 1))
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            imports.update(range(node.lineno, (node.end_lineno or 0) + 1))
+    code: set[int] = set()
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE) and token.string:
+            code.update(range(token.start[0], token.end[0] + 1))
+    code -= skip
+    return len(code), len(code & imports)
+
+
+def test_the_guide_quotes_the_minimal_project() -> None:
+    """Every Python block of docs/using-realtime.md that names a file of the minimal project
+    is in that file, as it is; each of its modules is quoted; the app's size is the one the
+    guide gives."""
+    guide = DOC.read_text()
+    blocks = re.findall(r"```python\n# (tests/minimal_project/\S+)\n(.*?)```", guide, re.S)
+    for path, block in blocks:
+        assert block in (ROOT / path).read_text(), f"{path} no longer has the guide's block"
+    app = ("apps.py", "models.py", "services.py", "streams.py")
+    assert {path for path, _ in blocks} == {
+        *(f"tests/minimal_project/board/{name}" for name in app),
+        "tests/minimal_project/minisite/settings.py",
+        "tests/minimal_project/minisite/asgi.py",
+    }
+    counts = [code_lines(PROJECT / "board" / name) for name in app]
+    total, imports = sum(c for c, _ in counts), sum(i for _, i in counts)
+    assert f"{total} lines of code in `board/`" in guide
+    assert f"{total - imports} without the import lines" in guide
