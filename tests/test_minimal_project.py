@@ -122,7 +122,7 @@ def minisite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Minisite]:
                 "-c",
                 f"{BLOCK}\nimport uvicorn; uvicorn.main()",
                 "minisite.asgi:application",
-                *("--port", str(port), "--lifespan", "on"),
+                *("--port", str(port), "--lifespan", "on", "--ws-max-size", "65536"),
             ],
             cwd=PROJECT,
             env=env,
