@@ -26,7 +26,7 @@ from channels.db import database_sync_to_async
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 
 from realtime.consumers import RealtimeConsumer
-from realtime.hub import Frame
+from realtime.frames import Frame
 from realtime.protocol import CloseCode, ErrorCode, ProtocolError, dumps
 
 from . import selectors, services

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from realtime.consumers import ActionContext
+from realtime.actions import ActionContext, action
 from realtime.protocol import ErrorCode, ProtocolError
-from realtime.registry import AnyUser, Event, action, register_stream
+from realtime.registry import AnyUser, Event, register_stream
 
 from . import selectors
 from .models import Room

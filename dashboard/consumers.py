@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from realtime.consumers import RealtimeConsumer
-from realtime.hub import Frame
+from realtime.frames import Frame
 from realtime.protocol import ErrorCode, ProtocolError, dumps
 
 from .services import FEED_STREAM

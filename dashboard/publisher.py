@@ -19,7 +19,8 @@ from typing import Any
 
 from realtime import presence
 from realtime.conf import rt_settings
-from realtime.hub import Frame, get_hub
+from realtime.frames import Frame
+from realtime.hub import Listener, get_hub
 from realtime.publish import apublish
 from realtime.worker_stats import WORKERS_STREAM
 
@@ -30,7 +31,7 @@ from .snapshot import build_snapshot
 DASHBOARD_STREAM = "dashboard"
 
 
-class _Wake:
+class _Wake(Listener):
     """A hub subscriber that only sets an event."""
 
     def __init__(self, event: asyncio.Event) -> None:

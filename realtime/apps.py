@@ -8,6 +8,9 @@ class RealtimeConfig(AppConfig):
     verbose_name = "Real-time core"
 
     def ready(self) -> None:
+        # Imported here, not at the top: Django imports this module while it loads the apps,
+        # before the models exist, and these modules reach the ORM (presence, worker
+        # statistics) or settings; not for an import cycle.
         from .background import register_service
         from .presence import run_heartbeat, run_reaper
         from .worker_stats import run_flusher

@@ -7,6 +7,10 @@ Channels' per-message database-connection hop, since it never touches the ORM it
 calls go through ``database_sync_to_async``.
 
 ``StreamConsumer`` serves ``/ws/``, the native protocol of docs/protocol.md.
+
+The consumers only receive, dispatch and answer: what a subscription does with frames is
+``realtime.subscription``, actions are ``realtime.actions``, the error answers
+``realtime.errors``, the limits ``realtime.limits`` and the output queue ``realtime.outbox``.
 """
 
 from __future__ import annotations
@@ -17,8 +21,6 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -27,237 +29,22 @@ from channels.db import DatabaseSyncToAsync, database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
-from django.db import DatabaseError
 
-from . import metrics, presence, registry, signals
+from . import actions, metrics, presence, registry, signals
+from .actions import ActionContext, ActionHandler
 from .conf import rt_settings
-from .hub import Frame, Hub, Renderer, get_hub
+from .errors import map_exception
+from .frames import Renderer
+from .hub import get_hub
 from .limits import TokenBucket, connection_caps, replay_executor, replay_lanes
 from .middleware import SERVER_SEND_KEY, SUBPROTOCOL
 from .outbox import Outbox
 from .protocol import CloseCode, ErrorCode, ProtocolError, encode_ack, encode_error, encode_event
 from .publish import apublish
 from .registry import Event
+from .subscription import Opened, Subscription
 
 logger = logging.getLogger(__name__)
-
-
-class Subscription:
-    """One socket's subscription to one stream: what the hub delivers frames to.
-
-    While the subscribe replay runs, live frames wait in ``buffer``; afterwards they pass
-    straight to the outbox. On durable streams, frames reach the client in offset order with
-    no gap and no duplicate:
-
-    - a frame at or below ``last_offset`` (already sent, e.g. by the replay) is dropped;
-    - a frame past a gap (offset n+2 while n+1 is missing) is held; publishes from different
-      threads or workers can overtake each other, so the missing one usually arrives within
-      ``GAP_WAIT_SECONDS``;
-    - if it does not, the hub fetches the gap from the database (one query per gap per
-      process, shared by every local subscriber), and the held frames follow.
-    """
-
-    __slots__ = (
-        "_gap_attempts",
-        "_gap_timer",
-        "_held",
-        "buffer",
-        "hub",
-        "last_offset",
-        "last_typing",
-        "on_revoke",
-        "outbox",
-        "presence",
-        "renderer",
-        "stream",
-        "user_id",
-    )
-
-    def __init__(
-        self,
-        stream: str,
-        outbox: Outbox,
-        *,
-        since: int | None,
-        renderer: Renderer | None,
-        hub: Hub | None = None,
-        user_id: int | None = None,
-        on_revoke: Callable[[str, str], None] | None = None,
-        presence: bool = False,
-    ) -> None:
-        self.stream = stream
-        self.outbox = outbox
-        self.renderer = renderer
-        self.hub = hub
-        self.user_id = user_id
-        self.on_revoke = on_revoke
-        self.presence = presence
-        self.last_typing = 0.0
-        self.last_offset = since if since is not None else -1
-        self.buffer: list[Frame] | None = []
-        self._held: dict[int, Frame] | None = None
-        self._gap_timer: asyncio.TimerHandle | None = None
-        self._gap_attempts = 0
-
-    def deliver(self, frame: Frame) -> None:
-        """Called by the hub for each frame of the stream (no await, no encoding)."""
-        if self.buffer is not None:
-            self.buffer.append(frame)
-            return
-        offset = frame.offset
-        if offset is not None:
-            last = self.last_offset
-            if offset <= last:
-                return
-            if offset != last + 1 and last >= 0:
-                self._hold(frame)
-                return
-            self.last_offset = offset
-        self._put(frame)
-        if self._held:
-            self._release()
-
-    def _put(self, frame: Frame) -> None:
-        text = frame.text if self.renderer is None else frame.render(self.renderer)
-        if text is not None:
-            self.outbox.put(text)
-
-    def _hold(self, frame: Frame) -> None:
-        assert frame.offset is not None
-        if self._held is None:
-            self._held = {}
-        self._held[frame.offset] = frame
-        if self._gap_timer is None and self.hub is not None:
-            loop = asyncio.get_running_loop()
-            self._gap_timer = loop.call_later(rt_settings().GAP_WAIT_SECONDS, self._gap_timeout)
-
-    def _release(self) -> None:
-        # Pass on held frames that are now next in line.
-        held = self._held
-        assert held is not None
-        while (frame := held.pop(self.last_offset + 1, None)) is not None:
-            self.last_offset += 1
-            self._put(frame)
-        for stale in [o for o in held if o <= self.last_offset]:
-            del held[stale]
-        if not held:
-            self._gap_attempts = 0
-            if self._gap_timer is not None:
-                self._gap_timer.cancel()
-                self._gap_timer = None
-
-    def _gap_timeout(self) -> None:
-        self._gap_timer = None
-        if self._held and self.hub is not None:
-            self.hub.spawn(self._fill_gap())
-
-    async def _fill_gap(self) -> None:
-        held = self._held
-        if not held or self.hub is None:
-            return
-        first_held = min(held)
-        try:
-            missing = await self.hub.fetch_range(self.stream, self.last_offset, first_held - 1)
-        except Exception:
-            logger.exception(
-                "could not fetch %s offsets %s..%s",
-                self.stream,
-                self.last_offset + 1,
-                first_held - 1,
-            )
-            missing = []
-        filled = 0
-        for frame in missing:
-            if frame.offset is not None and frame.offset == self.last_offset + 1:
-                self.last_offset = frame.offset
-                self._put(frame)
-                filled += 1
-        # Frames fetched for one subscriber: counted here, as Hub.deliver never saw them.
-        metrics.frames_out("event" if self.renderer is None else "seed", filled)
-        if self._held and self.last_offset + 1 < min(self._held) and self._gap_attempts < 3:
-            # Not there yet: the writer's commit may not be visible to this process's
-            # connection, or the frame is still on its way. Wait longer, then read again.
-            self._gap_attempts += 1
-            delay = rt_settings().GAP_WAIT_SECONDS * 2**self._gap_attempts
-            self._gap_timer = asyncio.get_running_loop().call_later(delay, self._gap_timeout)
-            return
-        self._gap_attempts = 0
-        if self._held and self.last_offset + 1 < min(self._held):
-            # The database has nothing for the gap after several reads (the client can still
-            # resubscribe with `since`); waiting longer would only delay everything after it.
-            logger.warning(
-                "%s: offsets %s..%s not found; skipping",
-                self.stream,
-                self.last_offset + 1,
-                min(self._held) - 1,
-            )
-            self.last_offset = min(self._held) - 1
-        if self._held:
-            self._release()
-
-    def revoke(self, detail: str) -> None:
-        """Called by the hub when the user's right to the stream was taken away."""
-        if self.on_revoke is not None:
-            self.on_revoke(self.stream, detail)
-
-    def close(self) -> None:
-        """Forget held frames and timers (the socket left the stream)."""
-        if self._gap_timer is not None:
-            self._gap_timer.cancel()
-            self._gap_timer = None
-        self._held = None
-
-    def go_live(self) -> None:
-        """End buffering: pass on the frames that arrived during the replay, then live ones."""
-        buffered, self.buffer = self.buffer or [], None
-        for frame in sorted(buffered, key=_offset_key):
-            self.deliver(frame)
-
-
-def _offset_key(frame: Frame) -> int:
-    return frame.offset if frame.offset is not None else -1
-
-
-@dataclass
-class Opened:
-    """What ``open_subscription`` read: the snapshot and replay events to send first."""
-
-    durable: bool
-    snapshot: list[Event] = field(default_factory=list)
-    replay: list[Event] = field(default_factory=list)
-    truncated: bool = False
-    subscription: Subscription | None = None
-    #: Presence could not be read or written (Redis hung or down): no ``presence.state`` in
-    #: the snapshot; it follows once the store answers (``presence.restore_later``).
-    degraded: bool = False
-
-
-@dataclass(frozen=True)
-class ActionContext:
-    """What an action handler gets besides the frame: who sent it, and on which socket."""
-
-    user: AbstractBaseUser | AnonymousUser
-    consumer: RealtimeConsumer
-
-
-def error_for_exception(exc: Exception) -> tuple[ErrorCode, str] | None:
-    """Map an exception from a handler or service to an ``error`` frame's code and detail.
-
-    Returns None for exceptions that are bugs (they are logged and the socket closes).
-    """
-    if isinstance(exc, ProtocolError):
-        return exc.code, exc.detail
-    if isinstance(exc, PermissionDenied):
-        return ErrorCode.FORBIDDEN, str(exc) or "not allowed"
-    if isinstance(exc, ObjectDoesNotExist):
-        # str(exc) names the model ("Room matching query does not exist."): say less.
-        return ErrorCode.NOT_FOUND, "no such object"
-    if isinstance(exc, ValidationError):
-        return ErrorCode.INVALID, "; ".join(exc.messages)
-    if isinstance(exc, DatabaseError):
-        return ErrorCode.UNAVAILABLE, "the database is unavailable; nothing was written, retry"
-    return None
 
 
 class RealtimeConsumer(AsyncWebsocketConsumer):
@@ -507,7 +294,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def handle_text(self, text: str) -> None:
         """Decode one admitted text frame and pass it to ``receive_frame``; errors that map
-        to an ``error`` frame (``error_for_exception``) are answered, others raise."""
+        to an ``error`` frame (``errors.map_exception``) are answered, others raise."""
         try:
             frame = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -531,13 +318,13 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
 
     async def send_error_for(self, exc: Exception, ref: Any = None) -> bool:
         """Answer a frame that raised ``exc`` with the ``error`` frame it maps to
-        (``error_for_exception``); False, sending nothing, when it maps to none (a bug)."""
-        mapped = error_for_exception(exc)
+        (``errors.map_exception``); False, sending nothing, when it maps to none (a bug)."""
+        mapped = map_exception(exc)
         if mapped is None:
             return False
-        if mapped[0] == ErrorCode.UNAVAILABLE:
+        if mapped.code == ErrorCode.UNAVAILABLE:
             logger.warning("frame failed on a dependency: %r", exc)
-        await self.send_error(mapped[0], mapped[1], ref=ref)
+        await self.send_error(mapped.code, mapped.detail, ref=ref)
         return True
 
     async def receive_frame(self, frame: dict[str, Any]) -> None:
@@ -765,7 +552,7 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         return True
 
 
-#: Pipelined actions (``registry.register_action(..., pipelined=True)``) one socket may have
+#: Pipelined actions (``actions.register_action(..., pipelined=True)``) one socket may have
 #: in flight before it stops reading frames until one of them is answered.
 MAX_PIPELINED = 64
 
@@ -796,20 +583,20 @@ class StreamConsumer(RealtimeConsumer):
         type_ = frame.get("type")
         if not isinstance(type_, str):
             raise ProtocolError(ErrorCode.BAD_FRAME, "a frame needs a string 'type'")
-        if type_ in registry.RESERVED_TYPES:
+        if type_ in actions.RESERVED_TYPES:
             await getattr(self, f"handle_{type_}")(frame)
             return
-        handler = registry.get_action(type_)
+        handler = actions.get_action(type_)
         if handler is None:
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {type_!r}")
-        if registry.is_pipelined(type_):
+        if actions.is_pipelined(type_):
             await self._pipeline(handler, frame, type_)
             return
         result = await handler(ActionContext(user=self.user, consumer=self), frame)
         self.send_text(encode_ack(frame.get("ref"), type_, **result), "ack")
 
     async def _pipeline(
-        self, handler: registry.ActionHandler, frame: dict[str, Any], type_: str
+        self, handler: ActionHandler, frame: dict[str, Any], type_: str
     ) -> None:
         # Start the action and return to read the next frame; past MAX_PIPELINED actions in
         # flight, wait for one to finish first (the client's frames then back up into TCP).
@@ -823,7 +610,7 @@ class StreamConsumer(RealtimeConsumer):
             await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
 
     async def _answer(
-        self, handler: registry.ActionHandler, frame: dict[str, Any], type_: str
+        self, handler: ActionHandler, frame: dict[str, Any], type_: str
     ) -> None:
         ref = frame.get("ref")
         try:
@@ -841,7 +628,7 @@ class StreamConsumer(RealtimeConsumer):
         type_ = frame.get("type")
         if not isinstance(type_, str):
             return "invalid"
-        if type_ in registry.RESERVED_TYPES or registry.get_action(type_) is not None:
+        if type_ in actions.RESERVED_TYPES or actions.get_action(type_) is not None:
             return type_
         return "unknown"
 

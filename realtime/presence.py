@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 from .conf import async_redis, backend_class, redis_timeout, require_redis_location, rt_settings
 from .protocol import ErrorCode, ProtocolError
+from .publish import apublish
 
 logger = logging.getLogger(__name__)
 
@@ -353,8 +354,6 @@ async def arrive(stream: str, user: User, sid: str) -> bool:
         so the heartbeat puts it back once the store answers; call ``restore_later`` to
         hear of that. Never raises for the store.
     """
-    from .publish import apublish
-
     key = (stream, sid)
     try:
         async with asyncio.timeout(redis_timeout()), _writes():
@@ -389,8 +388,6 @@ async def depart(stream: str, user: User, sid: str) -> None:
     ``PRESENCE_TTL_SECONDS`` and the leader's reaper announces the leave. Never raises for
     the store.
     """
-    from .publish import apublish
-
     key = (stream, sid)
     try:
         async with asyncio.timeout(redis_timeout()), _writes():
@@ -422,8 +419,6 @@ async def online(stream: str) -> list[User]:
 async def run_heartbeat() -> None:
     """Background service (every process): keep this process's entries alive, and put back
     the ones the store lost (a Redis restart empties it) while their sockets are open."""
-    from .publish import apublish
-
     while True:
         ttl = rt_settings().PRESENCE_TTL_SECONDS
         await asyncio.sleep(ttl / 3)
@@ -448,8 +443,6 @@ async def _restore_pending(renewed: list[Entry], announced: set[tuple[str, int]]
     # Entries whose arrival the store never confirmed are in it now: say so to the others
     # (unless the renewal just did; a repeated join is harmless, clients keep a set), and
     # give their sockets the state they could not get on subscribe.
-    from .publish import apublish
-
     present: dict[str, list[User]] = {}
     for entry in renewed:
         if not entry.pending or local_entries.get((entry.stream, entry.sid)) is not entry:
@@ -471,8 +464,6 @@ async def _restore_pending(renewed: list[Entry], announced: set[tuple[str, int]]
 
 async def run_reaper() -> None:
     """Background service (leader): announce users whose worker vanished as gone."""
-    from .publish import apublish
-
     while True:
         await asyncio.sleep(rt_settings().PRESENCE_TTL_SECONDS / 3)
         try:

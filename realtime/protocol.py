@@ -74,6 +74,9 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     #: The action needs a signed-in user.
     UNAUTHENTICATED = "unauthenticated"
+    #: The write conflicts with what is stored (a uniqueness or integrity rule of the
+    #: database refused it); nothing was written; retrying the same frame fails the same way.
+    CONFLICT = "conflict"
     #: A dependency (database, channel layer) failed; nothing was written; retry later.
     UNAVAILABLE = "unavailable"
     #: The server's subscription ended (e.g. membership revoked); ``detail`` says why.

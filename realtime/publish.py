@@ -31,14 +31,15 @@ from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
 
 from . import metrics
-from .hub import (
+from .frames import (
     FRAME_MESSAGE_TYPE,
     FRAMES_MESSAGE_TYPE,
+    REVOKE_MESSAGE_TYPE,
     Frame,
-    current_hub,
     group_name,
-    layer_call,
 )
+from .hub import current_hub
+from .layer import layer_call
 from .protocol import encode_event
 
 logger = logging.getLogger(__name__)
@@ -362,8 +363,6 @@ async def arevoke(stream: str, user_id: int, detail: str) -> bool:
     receiving the stream. Call it after the change that took the right away has committed.
     Returns False when the channel layer failed (logged).
     """
-    from .hub import REVOKE_MESSAGE_TYPE
-
     message = {"type": REVOKE_MESSAGE_TYPE, "stream": stream, "user": user_id, "detail": detail}
     return await _layer_send(stream, message, f"revoke on {stream}")
 

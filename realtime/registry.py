@@ -1,4 +1,6 @@
-"""Registry of stream kinds and client actions, filled by each app's `AppConfig.ready()`.
+"""Registry of stream kinds, filled by each app's `AppConfig.ready()`.
+
+Client actions (``chat.send``) have their own registry, ``realtime.actions``.
 
 A stream name is ``<kind>`` or ``<kind>:<key>``: ``chat:room:42`` is kind ``chat:room`` with
 key ``"42"``; ``dashboard`` is kind ``dashboard`` with key ``""``. The longest registered kind
@@ -15,25 +17,20 @@ calls them through ``database_sync_to_async``):
     Optional: the current state (stock, unread count, member list), sent after the subscribe
     ``ack`` and before any replay. Snapshot events carry no offset.
 
-Client actions map a frame ``type`` (``chat.send``) to an async handler
-``handler(ctx, frame) -> dict``; the dict is merged into the ``ack`` frame. Handlers raise
-``ProtocolError`` or Django's ``PermissionDenied``/``ValidationError``/``ObjectDoesNotExist``,
-which the consumer turns into ``error`` frames.
+``override()`` (tests) restores the registry as it was when its block ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from .protocol import ErrorCode, ProtocolError
-
-if TYPE_CHECKING:
-    from .consumers import ActionContext
 
 #: Who a socket belongs to: a user, or ``AnonymousUser``.
 type AnyUser = AbstractBaseUser | AnonymousUser
@@ -72,14 +69,7 @@ class StreamKind:
         return self.replay is not None
 
 
-ActionHandler = Callable[["ActionContext", dict[str, Any]], Awaitable[dict[str, Any]]]
-
 _kinds: dict[str, StreamKind] = {}
-_actions: dict[str, ActionHandler] = {}
-_pipelined: set[str] = set()
-
-# Frame types the core itself handles; apps may not take them.
-RESERVED_TYPES = frozenset({"subscribe", "unsubscribe", "ping", "typing"})
 
 
 def register_stream(
@@ -104,41 +94,26 @@ def register_stream(
     return kind
 
 
-def register_action(type_: str, handler: ActionHandler, *, pipelined: bool = False) -> None:
-    """Register the async handler of the client frame type ``type_`` (e.g. ``chat.send``).
-
-    ``pipelined``: the socket reads its next frames while this one is handled (its ``ack``
-    or ``error`` may then follow the answers to frames sent after it). For actions whose
-    work queues somewhere that keeps the socket's order anyway, such as the chat's group
-    commit: a sender with many messages in flight then has them written together.
-    """
-    if type_ in RESERVED_TYPES:
-        raise ValueError(f"{type_!r} is a core frame type")
-    _actions[type_] = handler
-    if pipelined:
-        _pipelined.add(type_)
-    else:
-        _pipelined.discard(type_)
+def unregister_stream(name: str) -> None:
+    """Remove the stream kind ``name`` (tests, ``override``); nothing if it is not there."""
+    _kinds.pop(name, None)
 
 
-def action(type_: str, *, pipelined: bool = False) -> Callable[[ActionHandler], ActionHandler]:
-    """Decorator form of ``register_action``."""
-
-    def decorate(handler: ActionHandler) -> ActionHandler:
-        register_action(type_, handler, pipelined=pipelined)
-        return handler
-
-    return decorate
+def kinds() -> list[str]:
+    """The registered kind names, in registration order."""
+    return list(_kinds)
 
 
-def is_pipelined(type_: str) -> bool:
-    """True if the action ``type_`` was registered with ``pipelined=True``."""
-    return type_ in _pipelined
-
-
-def get_action(type_: str) -> ActionHandler | None:
-    """Return the handler registered for ``type_``, or None."""
-    return _actions.get(type_)
+@contextlib.contextmanager
+def override() -> Iterator[None]:
+    """Within the block, register or unregister kinds freely; afterwards the registry is as
+    it was before (a test's kinds gone, replaced kinds back)."""
+    saved = dict(_kinds)
+    try:
+        yield
+    finally:
+        _kinds.clear()
+        _kinds.update(saved)
 
 
 def resolve(stream: Any) -> tuple[StreamKind, str]:

@@ -9,7 +9,7 @@ forged or expired one is refused at the handshake (HTTP 403), session or not.
 from __future__ import annotations
 
 from realtime.consumers import RealtimeConsumer
-from realtime.hub import Frame
+from realtime.frames import Frame
 from realtime.middleware import token_from_scope
 from realtime.protocol import CloseCode, dumps
 

@@ -11,7 +11,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AbstractBaseUser, User
 from django.test import Client
 
-from realtime import registry
+from realtime import actions, registry
 from realtime.protocol import ErrorCode, ProtocolError
 from realtime.registry import AnyUser, Event
 from realtime.tokens import issue_token
@@ -42,7 +42,15 @@ def _snapshot_open(user: AnyUser, key: str) -> list[Event]:
 
 
 @pytest.fixture(autouse=True)
-def test_streams() -> Iterator[None]:
+def registries() -> Iterator[None]:
+    """Stream kinds and actions a test registers are gone after it, and kinds it replaced
+    are back (``registry.override``, ``actions.override``)."""
+    with registry.override(), actions.override():
+        yield
+
+
+@pytest.fixture(autouse=True)
+def test_streams(registries: None) -> Iterator[None]:
     """Register ``test:open`` (anyone; snapshot), ``test:mine:<username>`` (only that user)
     and ``test:log`` (durable; replays LOG)."""
     registry.register_stream("test:open", authorize=_authorize_open, snapshot=_snapshot_open)

@@ -99,7 +99,14 @@ def test_input_the_database_refuses_is_a_400(exc: Exception) -> None:
     assert response.data["code"] == "invalid"
 
 
-@pytest.mark.parametrize("exc", [ValueError("a bug"), IntegrityError("a bug"), KeyError("x")])
+def test_an_integrity_error_is_a_409_conflict_not_a_retry() -> None:
+    response = api_errors.api_exception_handler(IntegrityError("dup"), {"request": None})
+    assert response is not None
+    assert (response.status_code, response.data["code"]) == (409, "conflict")
+    assert "Retry-After" not in response
+
+
+@pytest.mark.parametrize("exc", [ValueError("a bug"), KeyError("x"), RuntimeError("x")])
 def test_other_errors_stay_server_errors(exc: Exception) -> None:
     assert api_errors.api_exception_handler(exc, {"request": None}) is None
 

@@ -16,9 +16,10 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.test import override_settings
 
-from realtime import registry
+from realtime import actions
 from realtime.consumers import MAX_PIPELINED
-from realtime.hub import Frame, get_hub
+from realtime.frames import Frame
+from realtime.hub import get_hub
 from realtime.protocol import encode_event
 from realtime.publish import apublish
 from realtime.registry import Event
@@ -412,23 +413,24 @@ async def test_a_channel_layer_failure_on_subscribe_is_unavailable_and_leaves_no
 
 
 async def test_the_hub_rejoins_groups_the_layer_forgot() -> None:
-    from realtime.hub import Hub, group_name
+    from realtime.frames import group_name
+    from realtime.hub import Hub, Listener
 
     hub = Hub(get_hub().layer)
     assert hub.layer is not None
     arrived = asyncio.Event()
     received: list[Frame] = []
 
-    class Collector:
+    class Collector(Listener):
         def deliver(self, frame: Frame) -> None:
             received.append(frame)
             arrived.set()
 
     await hub.subscribe("test:open:forgotten", Collector())
     # What a Redis restart or group expiry does: membership gone behind the hub's back.
-    await hub.layer.group_discard(group_name("test:open:forgotten"), hub._channel)
+    await hub.layer.group_discard(group_name("test:open:forgotten"), hub.link.channel)
     await apublish("test:open:forgotten", "test.lost", {"n": 0})
-    await hub.rejoin()
+    await hub.link.rejoin()
     await apublish("test:open:forgotten", "test.back", {"n": 1})
     await asyncio.wait_for(arrived.wait(), 2)
     assert [f.payload["event"] for f in received] == ["test.back"]
@@ -547,10 +549,8 @@ def gate_action() -> Iterator[asyncio.Event]:
         await gate.wait()
         return {"n": frame.get("n")}
 
-    registry.register_action("test.gate", handler, pipelined=True)
+    actions.register_action("test.gate", handler, pipelined=True)
     yield gate
-    registry._actions.pop("test.gate", None)
-    registry._pipelined.discard("test.gate")
 
 
 async def test_a_pipelined_action_lets_later_frames_be_answered_first(

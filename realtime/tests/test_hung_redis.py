@@ -15,7 +15,8 @@ from django.conf import settings
 from django.test import override_settings
 
 from realtime import background, presence
-from realtime.hub import Frame, Hub
+from realtime.frames import Frame
+from realtime.hub import Hub, Listener
 
 BOUND = 0.1
 ALICE: dict[str, Any] = {"id": 1, "username": "alice"}
@@ -34,7 +35,7 @@ async def hang(*args: Any, **kwargs: Any) -> Any:
     await asyncio.Event().wait()
 
 
-class Collector:
+class Collector(Listener):
     def __init__(self) -> None:
         self.frames: list[Frame] = []
 
@@ -66,7 +67,7 @@ async def test_a_group_join_that_hangs_fails_within_the_bound_and_leaves_nothing
         assert hub.local_subscribers("test:open:b") == 0
         # A stream the hub already serves asks the layer nothing, even with its lock held
         # by a join that hangs.
-        async with hub._lock:
+        async with hub.link.lock:
             await asyncio.wait_for(hub.subscribe("test:open:a", Collector()), BOUND / 2)
         assert hub.local_subscribers("test:open:a") == 2
     finally:
@@ -86,7 +87,7 @@ async def test_presence_that_hangs_degrades_then_restores_with_state_and_join(
         joins.append((stream, event, data))
         return True
 
-    monkeypatch.setattr("realtime.publish.apublish", record)
+    monkeypatch.setattr(presence, "apublish", record)
     stream, sid = "chat:room:9", "s1"
     started = time.monotonic()
     assert await presence.arrive(stream, ALICE, sid) is False
@@ -100,7 +101,7 @@ async def test_presence_that_hangs_degrades_then_restores_with_state_and_join(
         # and hands the socket the state.
         monkeypatch.undo()
         monkeypatch.setattr(presence, "_store", store)
-        monkeypatch.setattr("realtime.publish.apublish", record)
+        monkeypatch.setattr(presence, "apublish", record)
         back = await store.renew([(stream, ALICE, sid)], time.time() + 60)
         assert back == [(stream, ALICE)]
         await presence._restore_pending([entry], {(stream, ALICE["id"])})

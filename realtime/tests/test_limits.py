@@ -11,8 +11,8 @@ from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.test import override_settings
 
-from realtime import registry
-from realtime.consumers import ActionContext
+from realtime import actions
+from realtime.actions import ActionContext
 from realtime.limits import ConnectionCaps, ReplayLanes, TokenBucket, connection_caps
 
 from .conftest import LOG, bearer, communicator, receive, send
@@ -45,7 +45,7 @@ class Gate:
 @pytest.fixture
 def gate() -> Iterator[Gate]:
     gate = Gate()
-    registry.register_action("test.wait", gate)
+    actions.register_action("test.wait", gate)
     yield gate
 
 
@@ -234,7 +234,7 @@ async def test_a_bug_in_a_frame_handler_closes_with_1011() -> None:
     async def broken(ctx: ActionContext, frame: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("bug")
 
-    registry.register_action("test.broken", broken)
+    actions.register_action("test.broken", broken)
     comm: WebsocketCommunicator = communicator()
     assert (await comm.connect())[0]
     await send(comm, {"type": "test.broken"})

@@ -24,7 +24,8 @@ from django.test import AsyncClient, override_settings
 from prometheus_client import REGISTRY
 
 from realtime import health, metrics
-from realtime.hub import Frame, Hub
+from realtime.frames import Frame
+from realtime.hub import Hub, Listener
 from realtime.protocol import encode_event
 from realtime.publish import apublish
 
@@ -178,7 +179,7 @@ async def test_publish_counts_one_event_per_local_subscriber_and_one_latency() -
         await comm.disconnect()
 
 
-class FakeSubscriber:
+class FakeSubscriber(Listener):
     """A hub subscriber that records frames; ``renderer`` as a seed endpoint's."""
 
     def __init__(self, renderer: Any = None) -> None:

@@ -3,10 +3,8 @@ order; waited for from a thread with no loop (a management command)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-import weakref
 from typing import Any
 
 import pytest
@@ -68,9 +66,7 @@ async def test_with_the_in_memory_layer_and_one_hub_a_publish_skips_the_layer(
     await receive(ws)  # the snapshot
     hub = get_hub()
     # Other tests' event loops may still have hubs; this process serves one loop.
-    monkeypatch.setattr(
-        hub_module, "_hubs", weakref.WeakKeyDictionary({asyncio.get_running_loop(): hub})
-    )
+    hub_module.drop_closed_loops()
     assert hub.sole_subscriber
 
     async def no_layer(*args: Any, **kwargs: Any) -> None:
