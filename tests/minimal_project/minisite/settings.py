@@ -41,5 +41,5 @@ USE_TZ = True
 
 # One process: the in-memory layer. Several workers need channels_redis (docs/using-realtime.md).
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-# Read by the core without a default (realtime.lease, realtime.conf): None = one process.
+# Read by the core without a default (realtime.conf): None = one process.
 REDIS_URL = None
