@@ -24,11 +24,13 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied, Throttled, ValidationError
+from rest_framework.exceptions import NotFound, Throttled
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from realtime.api_errors import api_error
 
 from . import selectors, services
 from .models import Message, Room
@@ -145,8 +147,10 @@ class RoomLinkPagination(CheckedCursorPagination):
         return schema
 
 
-def _not_found(exc: Exception) -> NotFound:
-    return NotFound(NO_SUCH_ROOM)
+def _not_found(exc: Exception) -> Exception:
+    # A private room's non-member gets the unknown room's answer (the shared mapping,
+    # realtime.errors, with forbidden shown as not found).
+    return api_error(exc, not_found=NO_SUCH_ROOM, forbidden_as_not_found=True)
 
 
 def _readable_room(request: Request, room_id: int) -> Room:
@@ -218,10 +222,8 @@ class RoomListView(generics.ListCreateAPIView[Room]):
             raise Throttled(
                 wait=exc.retry_after, detail=f"You may create {exc.quota} rooms per hour."
             ) from exc
-        except DjangoPermissionDenied as exc:
-            raise PermissionDenied(str(exc)) from exc
-        except DjangoValidationError as exc:
-            raise ValidationError({"name": exc.messages}, code=exc.code) from exc
+        except (DjangoPermissionDenied, DjangoValidationError) as exc:
+            raise api_error(exc, field="name") from exc
         room.is_member = False  # type: ignore[attr-defined]
         return Response(RoomSerializer(room).data, status=status.HTTP_201_CREATED)
 
@@ -250,7 +252,7 @@ class MessageListCreateView(generics.ListCreateAPIView[Message]):
             # A private room's non-member gets the unknown room's answer.
             raise _not_found(exc) from exc
         except DjangoValidationError as exc:
-            raise ValidationError({"text": exc.messages}) from exc
+            raise api_error(exc, field="text") from exc
         # A client_id this user already sent in this room: the stored message, not a new one.
         code = status.HTTP_200_OK if message.duplicate else status.HTTP_201_CREATED
         return Response(MessageSerializer(message).data, status=code)

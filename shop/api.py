@@ -11,16 +11,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import User
-from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
-from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
 from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from realtime.api_errors import api_error
 
 from . import selectors, services
 from .models import Item
@@ -75,13 +74,8 @@ def _user_id(request: Request) -> int | None:
 
 
 def _translate(exc: Exception) -> Exception:
-    if isinstance(exc, Item.DoesNotExist):
-        return NotFound("No such item.")
-    if isinstance(exc, DjangoPermissionDenied):
-        return PermissionDenied(str(exc))
-    if isinstance(exc, DjangoValidationError):
-        return ValidationError({"quantity": exc.messages})
-    return exc
+    # The shared mapping (realtime.errors), with this API's field and sentence.
+    return api_error(exc, field="quantity", not_found="No such item.")
 
 
 class ItemListView(generics.ListAPIView[Item]):
