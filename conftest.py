@@ -25,3 +25,11 @@ def _test_settings(settings: Any) -> None:
     # Only the in-memory cache: clearing a Redis cache would empty the whole database.
     if isinstance(caches["default"], LocMemCache):
         caches["default"].clear()
+
+
+@pytest.fixture(autouse=True)
+def _validate_events(settings: Any) -> None:
+    # Every event the suite publishes in-process is checked against its declaration
+    # (realtime.events): an undeclared event or a wrong shape raises InvalidEvent in the test
+    # that published it. Server processes get TOWNSQUARE_VALIDATE_EVENTS=1 (tests/server.py).
+    settings.TOWNSQUARE_VALIDATE_EVENTS = True

@@ -8,7 +8,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
@@ -16,7 +15,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from realtime.publish import Published, publish, publish_many
+from realtime.publish import Published, publish_many_on_commit, publish_on_commit
 
 from .models import Message, Room
 from .selectors import (
@@ -251,7 +250,7 @@ def _create_batch(batch: Sequence[NewMessage]) -> list[Message | Exception]:
                 Published(f"chat:room:{m.room_id}", "chat.message", message_event_data(m), m.offset)
                 for m in messages
             ]
-            transaction.on_commit(partial(publish_many, events))
+            publish_many_on_commit(events)
         for index, twin in twins.items():
             original = results[twin]
             if isinstance(original, Message):
@@ -303,9 +302,7 @@ def room_join(*, user: User, room_id: int) -> Room:
         if room.is_private:
             raise PermissionDenied("private rooms are joined by invitation")
         room.members.add(user)
-        transaction.on_commit(
-            partial(publish, room.stream, "chat.member_joined", {"user": _user_data(user)})
-        )
+        publish_on_commit(room.stream, "chat.member_joined", {"user": _user_data(user)})
     return room
 
 
@@ -320,9 +317,7 @@ def room_leave(*, user: User, room_id: int) -> Room:
         if not room_is_member(user=user, room=room):
             return room
         room.members.remove(user)
-        transaction.on_commit(
-            partial(publish, room.stream, "chat.member_left", {"user": _user_data(user)})
-        )
+        publish_on_commit(room.stream, "chat.member_left", {"user": _user_data(user)})
     return room
 
 
@@ -484,7 +479,7 @@ def room_members_change(
             Published(room.stream, "chat.member_left", {"user": _user_data(users[pk])})
             for pk in removed
         ]
-        transaction.on_commit(partial(publish_many, events))
+        publish_many_on_commit(events)
     return added, removed
 
 

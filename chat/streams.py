@@ -8,15 +8,93 @@ Events on ``chat:room:<id>``:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from realtime.actions import ActionContext, action
+from realtime.events import Payload, UserRef, declare, declare_action, describe_kind
 from realtime.protocol import ErrorCode, ProtocolError
 from realtime.registry import AnyUser, Event, register_stream
 
 from . import selectors
 from .models import Room
 from .writer import get_writer
+
+RFC3339 = msgspec.Meta(extra_json_schema={"format": "date-time"})
+
+
+class ChatMessage(Payload):
+    """``chat.message`` data (``selectors.message_event_data``)."""
+
+    id: int
+    room: int
+    #: Equals the frame's ``offset``.
+    offset: int
+    author: UserRef
+    text: str
+    client_id: str
+    created_at: Annotated[str, RFC3339]
+
+
+class MemberChange(Payload):
+    """``chat.member_joined`` / ``chat.member_left`` data."""
+
+    user: UserRef
+
+
+class Members(Payload):
+    """``chat.members`` data: the room's members, by username."""
+
+    members: list[UserRef]
+
+
+describe_kind(
+    "chat:room",
+    address="chat:room:{id}",
+    description="One stream per chat room; id is the room's id.",
+)
+declare(
+    "chat:room",
+    "chat.message",
+    ChatMessage,
+    durable=True,
+    summary="A message, at its offset: the room's sequence number, 1, 2, 3, … without gaps.",
+)
+declare("chat:room", "chat.member_joined", MemberChange, summary="A user became a member.")
+declare("chat:room", "chat.member_left", MemberChange, summary="A user stopped being a member.")
+declare(
+    "chat:room",
+    "chat.members",
+    Members,
+    snapshot=True,
+    summary="Snapshot on every subscribe: the room's members, by username.",
+)
+
+
+class SendFrame(Payload):
+    """``chat.send`` fields (checked by the handler and ``services.message_check``)."""
+
+    room: int
+    text: Annotated[str, msgspec.Meta(max_length=4000)]
+    client_id: Annotated[str, msgspec.Meta(max_length=64)] | msgspec.UnsetType = msgspec.UNSET
+
+
+class SendAck(Payload):
+    """``chat.send``'s ``ack`` fields."""
+
+    client_id: str
+    stream: str
+    id: int
+    offset: int
+
+
+declare_action(
+    "chat.send",
+    SendFrame,
+    SendAck,
+    summary="Send a message to a room; it arrives as chat.message on chat:room:<room>.",
+)
 
 
 def _room_id(key: str) -> int:

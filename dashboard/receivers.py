@@ -1,4 +1,9 @@
-"""What makes the dashboard recompute: saved messages, rooms, purchases, stock, feed changes.
+"""What makes the dashboard recompute: saved rooms, purchases, stock, feed changes.
+
+New chat messages need no signal here: they are written with ``bulk_create`` (no
+``post_save``) by ``chat.services``, whose ``chat.message`` publishes are counted
+(``realtime.publish.counts``); the worker statistics' flusher then announces
+``workers.changed`` on ``sys:workers``, which wakes the publisher as well.
 
 Each change, after commit, publishes ``dashboard.dirty`` on the internal stream
 ``sys:dashboard``; the leader's publisher listens there. A process sends at most one such
@@ -16,7 +21,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from chat.models import Message, Room
+from chat.models import Room
 from realtime.publish import publish
 from shop.models import Item, Purchase
 
@@ -41,7 +46,6 @@ def _signal() -> None:
     publish(DIRTY_STREAM, "dashboard.dirty", {})
 
 
-@receiver(post_save, sender=Message)
 @receiver(post_save, sender=Room)
 @receiver(post_delete, sender=Room)
 @receiver(post_save, sender=Purchase)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from functools import partial
 
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
@@ -11,7 +10,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from realtime.publish import publish
+from realtime.publish import publish_on_commit
 
 from .models import FeedRecord, FeedSwitch
 from .selectors import feed_state
@@ -32,7 +31,7 @@ def feed_switch_set(*, on: bool, actor: User | None) -> dict[str, object]:
         switch.status = FeedSwitch.ON if on else FeedSwitch.OFF
         switch.save(update_fields=["status", "changed_at"])
         state = feed_state()
-        transaction.on_commit(partial(publish, FEED_STREAM, "feed.state", state))
+        publish_on_commit(FEED_STREAM, "feed.state", state)
     return state
 
 
@@ -57,5 +56,5 @@ def feed_tick(*, interval: float) -> int | None:
             return None
         FeedRecord.objects.create(text="tick")
         count = FeedRecord.objects.count()
-        transaction.on_commit(partial(publish, FEED_STREAM, "feed.count", {"value": count}))
+        publish_on_commit(FEED_STREAM, "feed.count", {"value": count})
     return count

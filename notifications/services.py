@@ -64,6 +64,10 @@ def notifications_create(
     return created
 
 
+# Not publish_on_commit: the unread counts these events carry are read after the commit, so
+# that concurrent writers (a mark-read on another socket) are counted; a count read inside
+# the transaction could be stale by the time the event leaves. The events are still checked
+# against their declarations by publish/publish_many.
 def _push_created(created: list[Notification]) -> None:
     counts = unread_counts(user_ids=[n.recipient_id for n in created])
     publish_many(

@@ -8,11 +8,60 @@ Only the user may subscribe to their own stream.
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
+import msgspec
+
+from realtime.events import Payload, declare, describe_kind
 from realtime.protocol import ErrorCode, ProtocolError
 from realtime.registry import AnyUser, Event, register_stream
 
 from . import selectors
 from .models import Inbox
+
+RFC3339 = msgspec.Meta(extra_json_schema={"format": "date-time"})
+
+
+class NotificationCreated(Payload):
+    """``notification.created`` data (``selectors.notification_data``)."""
+
+    id: int
+    #: Equals the frame's ``offset``.
+    offset: int
+    kind: str
+    title: str
+    body: str
+    #: Kind-specific; for ``stock``: ``{item, quantity}``.
+    data: dict[str, Any]
+    created_at: Annotated[str, RFC3339]
+    read_at: Annotated[str, RFC3339] | None
+    #: The unread count right after this notification; live events only.
+    unread: int | msgspec.UnsetType = msgspec.UNSET
+
+
+class Unread(Payload):
+    """``notification.unread`` data."""
+
+    unread: int
+
+
+describe_kind(
+    "user", address="user:{id}", description="A user's notification inbox; the owner only."
+)
+declare(
+    "user",
+    "notification.created",
+    NotificationCreated,
+    durable=True,
+    summary="A notification, at its offset: the user's inbox sequence, 1, 2, 3, … no gaps.",
+)
+declare(
+    "user",
+    "notification.unread",
+    Unread,
+    snapshot=True,
+    summary="The unread count: snapshot on every subscribe, and after marking read.",
+)
 
 
 def _user_id(key: str) -> int:

@@ -2,9 +2,10 @@
 
 ``publish(stream, event, data)`` encodes the ``event`` frame once and hands it to the
 channel layer once (one group per stream); every worker's hub then fans it out to its local
-subscribers. Writers of durable events call it from ``transaction.on_commit`` so that nothing
-is announced that is not stored (the "send after commit" rule, as Zulip's
-``send_event_on_commit``).
+subscribers. Writers call ``publish_on_commit``/``publish_many_on_commit``, which publish from
+``transaction.on_commit`` so that nothing is announced that is not stored (the "send after
+commit" rule, as Zulip's ``send_event_on_commit``). With validation on (DEBUG, tests) every
+publish is checked against its declaration first (``realtime.events``).
 
 Delivery is best effort: a channel-layer failure is logged and reported as ``False``, never
 raised into the caller's request. Durable streams are recovered from the database with
@@ -25,12 +26,14 @@ import time
 import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Iterable
+from functools import partial
 from typing import Any, NamedTuple
 
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
+from django.db import transaction
 
-from . import metrics
+from . import events, metrics
 from .frames import (
     FRAME_MESSAGE_TYPE,
     FRAMES_MESSAGE_TYPE,
@@ -138,6 +141,8 @@ async def apublish(stream: str, event: str, data: Any, *, offset: int | None = N
     Returns:
         True when the channel layer took the frame, False when it failed (logged).
     """
+    if events.enabled:  # DEBUG and tests: refuse undeclared events (realtime.events)
+        events.check(stream, event, data, offset)
     text = encode_event(stream, event, data, offset)
     return bool(await _publish_frames(stream, [(offset, text)]))
 
@@ -221,6 +226,9 @@ async def apublish_many(items: Iterable[Published]) -> int:
     also saves the caller one thread-to-loop hop per event when a single write notifies many
     streams (one ``user:<id>`` stream per recipient).
     """
+    if events.enabled:  # DEBUG and tests: refuse undeclared events (realtime.events)
+        items = list(items)
+        events.check_many(items)
     sent = 0
     run: list[Published] = []
     for item in items:
@@ -341,6 +349,8 @@ def publish_many(items: Iterable[Published]) -> int:
     batch = list(items)
     if not batch:
         return 0
+    if events.enabled:  # raise in the caller's thread, not in the loop's handover
+        events.check_many(batch)
     return _from_sync(apublish_many, batch, scheduled=len(batch))
 
 
@@ -353,7 +363,45 @@ def publish(stream: str, event: str, data: Any, *, offset: int | None = None) ->
     made. From any other thread (a management command) it waits until the layer took the
     frame and returns ``apublish``'s result.
     """
+    if events.enabled:  # raise in the caller's thread, not in the loop's handover
+        events.check(stream, event, data, offset)
     return _from_sync(apublish, stream, event, data, offset=offset, scheduled=True)
+
+
+def publish_on_commit(
+    stream: str, event: str, data: Any, *, offset: int | None = None, using: str | None = None
+) -> None:
+    """``publish`` once the current transaction of database ``using`` commits; nothing if it
+    rolls back; at once outside a transaction. The "send after commit" rule (Zulip's
+    ``send_event_on_commit``), so that nothing is announced that is not stored.
+
+    With validation on (``realtime.events``) the event is checked now, inside the writer's
+    transaction: an ``InvalidEvent`` rolls the write back and points at the line that made the
+    event, not at a commit hook. ``data`` is published as it is at commit: build it for the
+    event and do not change it afterwards. The callback is ``robust``: the write has
+    committed, so a failing publish is logged by Django and does not turn the caller's success
+    into an error, nor skip the other callbacks of that commit (a client retrying a "failed"
+    write that was stored would write it twice).
+    """
+    if events.enabled:
+        events.check(stream, event, data, offset)
+    transaction.on_commit(
+        partial(publish, stream, event, data, offset=offset), using=using, robust=True
+    )
+
+
+def publish_many_on_commit(items: Iterable[Published], *, using: str | None = None) -> None:
+    """``publish_many`` once the current transaction commits; ``publish_on_commit``'s rules.
+
+    ``items`` is read now (a generator is not left to run at commit time, when the objects
+    it reads may have changed); an empty batch schedules nothing.
+    """
+    batch = list(items)
+    if not batch:
+        return
+    if events.enabled:
+        events.check_many(batch)
+    transaction.on_commit(partial(publish_many, batch), using=using, robust=True)
 
 
 async def arevoke(stream: str, user_id: int, detail: str) -> bool:

@@ -9,15 +9,13 @@ last line of defence.
 
 from __future__ import annotations
 
-from functools import partial
-
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import F
 
 from notifications.services import notifications_create
-from realtime.publish import publish
+from realtime.publish import publish_on_commit
 
 from .models import Item, Purchase, Watch
 from .selectors import stock_data
@@ -108,7 +106,7 @@ def _stock_changed(item: Item, *, actor: User | None) -> None:
         body=f"The stock of {item.name} changed to {item.quantity}.",
         data={"item": item.pk, "quantity": item.quantity},
     )
-    transaction.on_commit(partial(publish, item.stream, "shop.stock", stock_data(item)))
+    publish_on_commit(item.stream, "shop.stock", stock_data(item))
 
 
 def watch_set(*, user: User, item_id: int, watching: bool) -> bool:

@@ -37,7 +37,7 @@ def test_a_message_added_in_the_admin_takes_the_next_offset_and_is_published(
     demo: Demo, admin_client: Client
 ) -> None:
     message_create(user=demo.bob, room_id=demo.lobby.pk, text="first")
-    with mock.patch("chat.services.publish_many") as publish_many:
+    with mock.patch("realtime.publish.publish_many") as publish_many:
         response = admin_client.post(
             "/admin/chat/message/add/",
             {"room": demo.lobby.pk, "author": demo.carol.pk, "text": " from the admin "},
@@ -77,7 +77,7 @@ def test_a_refused_message_is_a_form_error_and_stores_nothing(
     from chat.models import deleted_user
 
     deleted_user()
-    with mock.patch("chat.services.publish_many") as publish_many:
+    with mock.patch("realtime.publish.publish_many") as publish_many:
         response = admin_client.post(
             "/admin/chat/message/add/",
             {"room": demo.staff.pk, "author": User.objects.get(username=author).pk, "text": text},
@@ -110,7 +110,7 @@ def test_messages_are_read_only(demo: Demo, admin_client: Client) -> None:
 
 def test_member_changes_publish_joined_and_left(demo: Demo, admin_client: Client) -> None:
     # staff's members are alice and bob: replace bob with carol.
-    with mock.patch("chat.services.publish_many") as publish_many:
+    with mock.patch("realtime.publish.publish_many") as publish_many:
         response = admin_client.post(
             f"/admin/chat/room/{demo.staff.pk}/change/",
             room_form(demo.staff, [demo.alice, demo.carol]),
@@ -153,7 +153,7 @@ def test_a_room_added_in_the_admin_follows_the_name_rule(demo: Demo, admin_clien
     taken = admin_client.post("/admin/chat/room/add/", {"name": "LOBBY", "members": []})
     assert taken.status_code == 200
     assert "exists" in taken.content.decode()
-    with mock.patch("chat.services.publish_many") as publish_many:
+    with mock.patch("realtime.publish.publish_many") as publish_many:
         made = admin_client.post(
             "/admin/chat/room/add/",
             {"name": "ops", "is_private": "on", "members": [demo.alice.pk, demo.dave.pk]},
@@ -213,7 +213,7 @@ def test_deleting_a_user_keeps_their_messages_gapless_under_deleted(
         message_create(user=author, room_id=demo.lobby.pk, text=text)
     message_create(user=demo.bob, room_id=demo.staff.pk, text="private")
     with (
-        mock.patch("chat.services.publish_many") as publish_many,
+        mock.patch("realtime.publish.publish_many") as publish_many,
         mock.patch("chat.receivers.revoke") as revoke,
     ):
         response = admin_client.post(f"/admin/auth/user/{demo.bob.pk}/delete/", {"post": "yes"})
@@ -314,7 +314,7 @@ def test_member_services_are_staff_only_and_idempotent(demo: Demo) -> None:
     with pytest.raises(PermissionDenied):
         services.room_members_change(room_id=demo.staff.pk, add=[demo.carol.pk], by=demo.bob)
     assert not demo.staff.members.filter(pk=demo.carol.pk).exists()
-    with mock.patch("chat.services.publish_many") as publish_many:
+    with mock.patch("realtime.publish.publish_many") as publish_many:
         assert services.room_members_change(
             room_id=demo.staff.pk, add=[demo.carol.pk, demo.alice.pk], by=demo.alice
         ) == ([demo.carol.pk], [])

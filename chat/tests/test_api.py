@@ -99,7 +99,7 @@ def test_post_message_uses_the_service_and_publishes(
     demo: Demo, django_capture_on_commit_callbacks: Any
 ) -> None:
     with (
-        mock.patch("chat.services.publish_many") as publish_many,
+        mock.patch("realtime.publish.publish_many") as publish_many,
         django_capture_on_commit_callbacks(execute=True),
     ):
         response = client_for(demo.bob).post(

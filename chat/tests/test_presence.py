@@ -10,13 +10,23 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 
-from realtime import presence
+from realtime import events, presence
 from realtime.publish import apublish
 from realtime.tests.conftest import communicator, receive, send, session_cookie
 
 from .conftest import Demo
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def marker_events() -> Iterator[None]:
+    """The markers these tests publish to see that nothing came before them, declared on
+    ``chat:room`` for the test (every published event is validated in tests)."""
+    with events.override():
+        for name in ("test.marker", "test.after", "test.still"):
+            events.declare("chat:room", name, dict[str, Any])
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -37,7 +37,7 @@ def test_a_rolled_back_message_leaves_no_gap(demo: Demo) -> None:
 
 
 def test_publish_happens_after_commit_with_the_offset(demo: Demo) -> None:
-    with mock.patch("chat.services.publish_many") as publish_many:
+    with mock.patch("realtime.publish.publish_many") as publish_many:
         with transaction.atomic():
             message = services.message_create(
                 user=demo.bob, room_id=demo.lobby.pk, text=" hi ", client_id="c-1"
@@ -62,7 +62,7 @@ def test_publish_happens_after_commit_with_the_offset(demo: Demo) -> None:
 
 
 def test_nothing_is_published_when_the_transaction_rolls_back(demo: Demo) -> None:
-    with mock.patch("chat.services.publish_many") as publish_many:
+    with mock.patch("realtime.publish.publish_many") as publish_many:
         with pytest.raises(RuntimeError), transaction.atomic():
             services.message_create(user=demo.bob, room_id=demo.lobby.pk, text="x")
             raise RuntimeError
@@ -83,7 +83,7 @@ def test_a_batch_is_stored_in_order_with_gapless_offsets_and_one_publish(demo: D
         new(demo.alice, demo.lobby, "l3"),
     ]
     batch.append(services.NewMessage(demo.alice, 99999, "nowhere", ""))
-    with mock.patch("chat.services.publish_many") as publish_many:
+    with mock.patch("realtime.publish.publish_many") as publish_many:
         results = services.message_create_many(batch)
     assert isinstance(results[2], PermissionDenied)
     assert isinstance(results[6], Room.DoesNotExist)
@@ -168,7 +168,7 @@ def test_unknown_room(demo: Demo) -> None:
 
 
 def test_join_and_leave_public_rooms_publish_membership(demo: Demo) -> None:
-    with mock.patch("chat.services.publish") as publish:
+    with mock.patch("realtime.publish.publish") as publish:
         services.room_join(user=demo.carol, room_id=demo.lobby.pk)
         services.room_join(user=demo.carol, room_id=demo.lobby.pk)  # already a member
         services.room_leave(user=demo.carol, room_id=demo.lobby.pk)

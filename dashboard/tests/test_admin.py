@@ -26,17 +26,17 @@ def test_the_switch_is_added_once_as_row_1_and_flipped_through_the_service(
     demo: Demo, admin_client: Client
 ) -> None:
     FeedSwitch.objects.all().delete()
-    with mock.patch("dashboard.services.publish") as publish:
+    with mock.patch("realtime.publish.publish") as publish:
         added = admin_client.post("/admin/dashboard/feedswitch/add/", {"status": FeedSwitch.ON})
     assert added.status_code == 302, added.content.decode()[-2000:]
     assert list(FeedSwitch.objects.values_list("pk", "status")) == [(1, FeedSwitch.ON)]
-    publish.assert_called_once_with("feed", "feed.state", {"on": True, "records": 0})
+    publish.assert_called_once_with("feed", "feed.state", {"on": True, "records": 0}, offset=None)
     assert admin_client.get("/admin/dashboard/feedswitch/add/").status_code == 403
-    with mock.patch("dashboard.services.publish") as publish:
+    with mock.patch("realtime.publish.publish") as publish:
         off = admin_client.post("/admin/dashboard/feedswitch/1/change/", {"status": FeedSwitch.OFF})
     assert off.status_code == 302
     assert FeedSwitch.objects.get(pk=1).status == FeedSwitch.OFF
-    publish.assert_called_once_with("feed", "feed.state", {"on": False, "records": 0})
+    publish.assert_called_once_with("feed", "feed.state", {"on": False, "records": 0}, offset=None)
     assert (
         admin_client.post("/admin/dashboard/feedswitch/1/delete/", {"post": "yes"}).status_code
         == 403

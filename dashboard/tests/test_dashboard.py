@@ -22,6 +22,8 @@ from dashboard.publisher import run_dashboard_publisher
 from dashboard.receivers import DIRTY_STREAM
 from dashboard.snapshot import build_snapshot
 from realtime import publish, worker_stats
+from realtime.frames import Frame
+from realtime.hub import Listener, get_hub
 from realtime.publish import apublish
 from realtime.tests.conftest import communicator, receive, send, session_cookie
 from realtime.tokens import issue_token
@@ -209,10 +211,11 @@ def test_dashboard_page_needs_sign_in(client: Any, demo: Demo) -> None:
 
 
 async def test_published_events_are_counted_per_second_but_internal_signals_are_not() -> None:
-    await apublish("shop:item:1", "shop.note", {})
-    await apublish("chat:room:1", "chat.typing", {})
+    stock = {"item": 1, "name": "x", "quantity": 1, "version": 9}
+    await apublish("shop:item:1", "shop.stock", stock)
+    await apublish("chat:room:1", "chat.member_left", {"user": {"id": 1, "username": "x"}})
     await apublish(DIRTY_STREAM, "dashboard.dirty", {})
-    await apublish(worker_stats.WORKERS_STREAM, "worker_stats.changed", {})
+    await apublish(worker_stats.WORKERS_STREAM, "workers.changed", {"worker": "w"})
     assert publish.counts.total() == 2
     store = worker_stats.get_store()
     await store.put("w", worker_stats.local.snapshot(), publish.counts.take())
@@ -250,3 +253,41 @@ async def test_the_publisher_computes_nothing_while_nobody_watches(
         await comm.disconnect()
     finally:
         publisher.cancel()
+
+
+async def test_a_message_written_by_the_service_wakes_the_dashboard_without_a_model_signal(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Messages are stored with bulk_create, which sends no post_save: what wakes the leader's
+    # publisher is the chat.message publish itself, counted, flushed to the store and
+    # announced as workers.changed on sys:workers (one of the two streams it listens to).
+    monkeypatch.setattr(worker_stats, "counts", publish.counts)  # the fixture's fresh counter
+    heard: dict[str, list[str]] = {worker_stats.WORKERS_STREAM: [], DIRTY_STREAM: []}
+    arrived = asyncio.Event()
+
+    class Heard(Listener):
+        def deliver(self, frame: Frame) -> None:
+            heard[frame.stream].append(frame.text)
+            arrived.set()
+
+    listener = Heard()
+    hub = get_hub()
+    for stream in heard:
+        await hub.subscribe(stream, listener)
+    flusher = asyncio.create_task(worker_stats.run_flusher())
+    try:
+        await asyncio.sleep(0)  # the flusher starts listening before the first publish
+        assert publish.counts.changed is not None
+        await database_sync_to_async(chat_services.message_create)(
+            user=demo.alice, room_id=demo.lobby.pk, text="counted"
+        )
+        await asyncio.wait_for(arrived.wait(), 5)
+    finally:
+        flusher.cancel()
+        for stream in heard:
+            await hub.unsubscribe(stream, listener)
+    assert heard[DIRTY_STREAM] == []
+    assert len(heard[worker_stats.WORKERS_STREAM]) == 1
+    assert '"event":"workers.changed"' in heard[worker_stats.WORKERS_STREAM][0]
+    now = int(time.time())
+    assert sum(await worker_stats.get_store().event_series(now - 5, 10)) == 1

@@ -11,12 +11,15 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AbstractBaseUser, User
 from django.test import Client
 
-from realtime import actions, registry
+from realtime import actions, events, registry
 from realtime.protocol import ErrorCode, ProtocolError
 from realtime.registry import AnyUser, Event
 from realtime.tokens import issue_token
 
 ORIGIN = b"http://127.0.0.1"
+
+#: Events the core's tests publish on the test kinds (``test.line`` is durable, on ``test:log``).
+TEST_EVENTS = ("test.snapshot", "test.changed", "test.lost", "test.back", "n", "e")
 
 #: The durable test stream's log: offset → text. Tests fill it.
 LOG: dict[int, str] = {}
@@ -61,9 +64,20 @@ def test_streams(registries: None) -> Iterator[None]:
         replay=_replay_log,
         head=lambda key: max(LOG, default=0),
     )
+    # Their events, declared like an app's (validation is on in every test): any object,
+    # with or without an offset (the core's tests publish both on one kind).
+    declared = [("test:log", "test.line", True)] + [
+        (kind, name, None)
+        for kind in ("test:open", "test:mine", "test:log")
+        for name in TEST_EVENTS
+    ]
+    for kind, name, durable in declared:
+        events.declare(kind, name, dict[str, Any], durable=durable)
     LOG.clear()
     yield
     LOG.clear()
+    for kind, name, _ in declared:
+        events.undeclare(kind, name)
 
 
 def communicator(

@@ -45,7 +45,7 @@ def test_a_purchase_over_the_stock_is_a_form_error_and_changes_nothing(
 ) -> None:
     item = moka()
     services.item_stock_set(item_id=item.pk, quantity=8, actor=None)
-    with mock.patch("shop.services.publish") as publish:
+    with mock.patch("realtime.publish.publish") as publish:
         response = admin_client.post(
             "/admin/shop/purchase/add/", {"user": demo.dave.pk, "item": item.pk, "quantity": 100}
         )
@@ -61,7 +61,7 @@ def test_a_purchase_in_the_admin_takes_stock_and_publishes(
     demo: Demo, admin_client: Client
 ) -> None:
     item = moka()
-    with mock.patch("shop.services.publish") as publish:
+    with mock.patch("realtime.publish.publish") as publish:
         response = admin_client.post(
             "/admin/shop/purchase/add/", {"user": demo.dave.pk, "item": item.pk, "quantity": 3}
         )
@@ -74,6 +74,7 @@ def test_a_purchase_in_the_admin_takes_stock_and_publishes(
         item.stream,
         "shop.stock",
         {"item": item.pk, "name": "Moka pot", "quantity": 7, "version": 1},
+        offset=None,
     )
 
 
@@ -89,7 +90,7 @@ def test_purchases_are_read_only(demo: Demo, admin_client: Client) -> None:
 
 def test_a_stock_edit_goes_through_the_service(demo: Demo, admin_client: Client) -> None:
     item = moka()
-    with mock.patch("shop.services.publish") as publish:
+    with mock.patch("realtime.publish.publish") as publish:
         response = admin_client.post(
             f"/admin/shop/item/{item.pk}/change/", item_form(item, quantity=25)
         )
@@ -99,6 +100,7 @@ def test_a_stock_edit_goes_through_the_service(demo: Demo, admin_client: Client)
         item.stream,
         "shop.stock",
         {"item": item.pk, "name": "Moka pot", "quantity": 25, "version": 1},
+        offset=None,
     )
 
 
@@ -107,7 +109,7 @@ def test_saving_an_item_keeps_a_purchase_made_while_the_page_was_open(
 ) -> None:
     item = moka()  # the page shows 10
     services.purchase_create(user=demo.dave, item_id=item.pk, quantity=4)  # now 6
-    with mock.patch("shop.services.publish") as publish:
+    with mock.patch("realtime.publish.publish") as publish:
         response = admin_client.post(
             f"/admin/shop/item/{item.pk}/change/", item_form(item, description="Now in red.")
         )

@@ -98,13 +98,14 @@ def test_stock_set_is_staff_only_and_validated(demo: Demo) -> None:
 
 def test_stock_is_published_after_commit_with_the_new_version(demo: Demo) -> None:
     item = moka()
-    with mock.patch("shop.services.publish") as publish, transaction.atomic():
+    with mock.patch("realtime.publish.publish") as publish, transaction.atomic():
         services.purchase_create(user=demo.dave, item_id=item.pk, quantity=4)
         publish.assert_not_called()
     publish.assert_called_once_with(
         item.stream,
         "shop.stock",
         {"item": item.pk, "name": "Moka pot", "quantity": 6, "version": 1},
+        offset=None,
     )
 
 

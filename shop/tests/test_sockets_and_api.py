@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jwt
@@ -11,6 +12,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from realtime import events
 from realtime.tests.conftest import communicator, receive, send
 from realtime.tokens import ALGORITHM, ISSUER, issue_token
 from shop import services
@@ -180,7 +182,16 @@ def test_watch_and_unwatch(demo: Demo) -> None:
     assert demo.dave.watches.count() == 0
 
 
+@pytest.fixture
+def shop_note() -> Iterator[None]:
+    """A backend's own event, declared as its project would (tests validate every event)."""
+    with events.override():
+        events.declare("shop:item", "shop.note", dict[str, Any])
+        yield
+
+
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("shop_note")
 async def test_publish_api_reaches_subscribers_with_the_right_key_only(
     demo: Demo, settings: Any
 ) -> None:
