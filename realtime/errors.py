@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
-from django.db import DatabaseError, DataError, IntegrityError
+from django.db import DatabaseError, DataError, IntegrityError, InterfaceError
 from redis.exceptions import RedisError
 
 from .protocol import ErrorCode, ProtocolError
@@ -103,7 +103,8 @@ def map_exception(exc: BaseException) -> MappedError | None:
         return _mapped(
             ErrorCode.UNAVAILABLE, "the shared cache is unavailable; nothing was written, retry"
         )
-    if isinstance(exc, DatabaseError):
+    # InterfaceError (a broken connection) is no DatabaseError in PEP 249's tree.
+    if isinstance(exc, (DatabaseError, InterfaceError)):
         return _mapped(
             ErrorCode.UNAVAILABLE, "the database is unavailable; nothing was written, retry"
         )
