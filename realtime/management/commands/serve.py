@@ -76,7 +76,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         workers = options["workers"]
-        if workers > 1 and not settings.REDIS_URL:
+        if workers > 1 and not getattr(settings, "REDIS_URL", None):
             raise CommandError(
                 "--workers > 1 needs REDIS_URL: the in-memory channel layer cannot carry "
                 "publishes between processes."
@@ -88,12 +88,15 @@ class Command(BaseCommand):
                 f"pip install {missing}"
             )
         self.stdout.write(
-            f"Townsquare on http://{options['host']}:{options['port']}/ "
+            f"Serving on http://{options['host']}:{options['port']}/ "
             f"({workers} worker{'s' if workers > 1 else ''}, ws={options['ws']})"
         )
         self.prepare_metrics(workers)
+        # ASGI_APPLICATION ("package.module.attribute"), as Channels' runserver reads it;
+        # uvicorn wants "package.module:attribute".
+        module, _, attribute = settings.ASGI_APPLICATION.rpartition(".")
         uvicorn.run(
-            "townsquare.asgi:application",
+            f"{module}:{attribute}",
             host=options["host"],
             port=options["port"],
             workers=workers,
@@ -104,7 +107,7 @@ class Command(BaseCommand):
             # Django's LOGGING configures uvicorn's loggers, with tokens redacted.
             log_config=None,
             access_log=not options["no_access_log"],
-            **proxy_options(settings.TRUSTED_PROXIES),
+            **proxy_options(getattr(settings, "TRUSTED_PROXIES", [])),
         )
 
     def prepare_metrics(self, workers: int) -> None:
