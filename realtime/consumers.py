@@ -552,11 +552,6 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         return True
 
 
-#: Pipelined actions (``actions.register_action(..., pipelined=True)``) one socket may have
-#: in flight before it stops reading frames until one of them is answered.
-MAX_PIPELINED = 64
-
-
 class StreamConsumer(RealtimeConsumer):
     """``/ws/``: many streams over one socket, in the protocol of docs/protocol.md.
 
@@ -598,15 +593,16 @@ class StreamConsumer(RealtimeConsumer):
     async def _pipeline(
         self, handler: ActionHandler, frame: dict[str, Any], type_: str
     ) -> None:
-        # Start the action and return to read the next frame; past MAX_PIPELINED actions in
-        # flight, wait for one to finish first (the client's frames then back up into TCP).
+        # Start the action and return to read the next frame; past MAX_PIPELINED (setting)
+        # actions in flight, wait for one to finish first (the client's frames then back up
+        # into TCP).
         inflight = self._inflight
         if inflight is None:
             inflight = self._inflight = set()
         task = asyncio.get_running_loop().create_task(self._answer(handler, frame, type_))
         inflight.add(task)
         task.add_done_callback(inflight.discard)
-        if len(inflight) >= MAX_PIPELINED:
+        if len(inflight) >= self.limits.MAX_PIPELINED:
             await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
 
     async def _answer(

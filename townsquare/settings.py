@@ -202,9 +202,7 @@ _rt_environ = from_environ(RealtimeSettings)
 # REDIS_TIMEOUT_SECONDS, a core setting (realtime.conf: every wait on Redis; docs/operations.md,
 # "A hung Redis"), is also the layer's connect timeout, and its socket timeout under pub/sub
 # (the core layer's blocking receive waits up to 5 s by design, so there it is not one).
-_redis_timeout: float = _rt_environ.get(
-    "REDIS_TIMEOUT_SECONDS", RealtimeSettings.REDIS_TIMEOUT_SECONDS
-)
+_redis_timeout = RealtimeSettings(**_rt_environ).REDIS_TIMEOUT_SECONDS
 CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if REDIS_URL and CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {

@@ -17,7 +17,6 @@ from django.core.exceptions import PermissionDenied
 from django.test import override_settings
 
 from realtime import actions
-from realtime.consumers import MAX_PIPELINED
 from realtime.frames import Frame
 from realtime.hub import get_hub
 from realtime.protocol import encode_event
@@ -573,17 +572,23 @@ async def test_a_pipelined_action_lets_later_frames_be_answered_first(
 async def test_a_socket_stops_reading_past_max_pipelined_actions_in_flight(
     gate_action: asyncio.Event,
 ) -> None:
-    limits = {**settings.TOWNSQUARE_REALTIME, "FRAME_BURST": 1000, "FRAMES_PER_SECOND": 1000}
+    pipelined = 5  # the MAX_PIPELINED setting
+    limits = {
+        **settings.TOWNSQUARE_REALTIME,
+        "FRAME_BURST": 1000,
+        "FRAMES_PER_SECOND": 1000,
+        "MAX_PIPELINED": pipelined,
+    }
     with override_settings(TOWNSQUARE_REALTIME=limits):
         ws = communicator()
         assert (await ws.connect())[0]
-        for n in range(MAX_PIPELINED):
+        for n in range(pipelined):
             await send(ws, {"type": "test.gate", "n": n, "ref": n})
         await send(ws, {"type": "ping", "ref": "p"})
         assert await ws.receive_nothing(timeout=0.3)  # the ping waits behind the pipeline
         gate_action.set()
-        frames = [await receive(ws) for _ in range(MAX_PIPELINED + 1)]
-        assert [f["ref"] for f in frames if f["type"] == "ack"] == list(range(MAX_PIPELINED))
+        frames = [await receive(ws) for _ in range(pipelined + 1)]
+        assert [f["ref"] for f in frames if f["type"] == "ack"] == list(range(pipelined))
         assert [f["ref"] for f in frames if f["type"] == "pong"] == ["p"]
         await ws.disconnect()
 
