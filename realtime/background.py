@@ -44,8 +44,14 @@ def register_service(name: str, factory: ServiceFactory, *, leader_only: bool) -
 class Runner:
     """Starts and stops the registered services in one event loop."""
 
-    def __init__(self, lease: Lease | None = None) -> None:
+    def __init__(
+        self, lease: Lease | None = None, services: dict[str, Service] | None = None
+    ) -> None:
+        """``lease``: the leader lease (default: the ``leader`` lease of ``LEASE_BACKEND``);
+        ``services``: name → ``Service`` to run (default: the registered ones, as registered
+        at ``start``; tests pass their own, ``{}`` for none)."""
         limits = rt_settings()
+        self.services = _services if services is None else services
         self.lease = lease or get_lease("leader", limits.LEASE_TTL_SECONDS)
         self.is_leader = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -59,7 +65,7 @@ class Runner:
         """Start per-process services now and the leader election loop."""
         if self._elector is not None:
             return
-        for service in _services.values():
+        for service in self.services.values():
             if not service.leader_only:
                 self._start(service)
         self._elector = asyncio.get_running_loop().create_task(self._elect())
@@ -105,7 +111,7 @@ class Runner:
             if held and not self.is_leader:
                 logger.info("event=leader.acquired worker=%s", WORKER_ID)
                 self.is_leader = True
-                for service in _services.values():
+                for service in self.services.values():
                     if service.leader_only:
                         self._start(service)
             elif not held and self.is_leader:
@@ -116,7 +122,7 @@ class Runner:
 
     async def _stop(self, *, leader_only: bool) -> None:
         for name, task in list(self._tasks.items()):
-            if leader_only and not _services[name].leader_only:
+            if leader_only and not self.services[name].leader_only:
                 continue
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

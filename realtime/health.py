@@ -69,8 +69,8 @@ async def healthz(request: HttpRequest) -> JsonResponse:
 async def readyz(request: HttpRequest) -> JsonResponse:
     """``GET /readyz``: 200 when the database and the channel layer answer, else 503."""
     database, channel_layer = await asyncio.gather(
-        _probe("database", _check_database, CHECK_TIMEOUT_SECONDS),
-        _probe("channel_layer", _check_channel_layer, redis_timeout()),
+        _probe("database", check_database, CHECK_TIMEOUT_SECONDS),
+        _probe("channel_layer", check_channel_layer, redis_timeout()),
     )
     ready = database == "ok" and channel_layer == "ok"
     return JsonResponse(
@@ -93,20 +93,27 @@ async def _probe(part: str, check: Callable[[], Awaitable[None]], timeout: float
     return "ok"
 
 
-def _select_one() -> None:
+def select_one() -> None:
+    """``SELECT 1`` on the default database (sync). Raises what the driver raised, e.g.
+    ``OperationalError`` when the server refuses the connection."""
     with connections["default"].cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
 
 
-async def _check_database() -> None:
+async def check_database() -> None:
+    """``readyz``'s database check: ``select_one`` in the request's thread. Raises what it
+    raised; ``readyz`` answers with the exception's class name."""
     # Thread-sensitive: the request's own thread (Django gives each ASGI request one), whose
     # connection Django closes when the request ends, so a failed one is not reused. On a
     # timeout the thread may stay blocked until the driver gives up; the answer does not wait.
-    await sync_to_async(_select_one)()
+    await sync_to_async(select_one)()
 
 
-async def _check_channel_layer() -> None:
+async def check_channel_layer() -> None:
+    """``readyz``'s channel-layer check: a PING to each of the channels_redis layer's hosts
+    (nothing to check for other layers). Raises what the Redis client raised, e.g.
+    ``ConnectionError``; ``readyz`` answers with the exception's class name."""
     # The layer's Redis hosts as configured: both channels_redis layers (core and pub/sub)
     # take them from CONFIG["hosts"]; only the core layer keeps them as an attribute.
     get_channel_layer()

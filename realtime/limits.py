@@ -118,6 +118,11 @@ class ReplayLanes:
         self._locks: dict[Hashable, asyncio.Lock] = {}
         self._users: Counter[Hashable] = Counter()
 
+    def __len__(self) -> int:
+        """Keys with a lane now (held or waited for); 0 once every lane is released, since
+        lanes are dropped with their last user and do not accumulate per user."""
+        return len(self._locks)
+
     @asynccontextmanager
     async def lane(self, key: Hashable) -> AsyncIterator[None]:
         """Hold ``key``'s lane: replays of the same key run one at a time, in arrival order."""

@@ -85,6 +85,12 @@ class RepeatedLinesFilter(logging.Filter):
         # key → [start of its current window (monotonic s), lines passed in it, dropped]
         self._seen: OrderedDict[tuple[str, int, str], list[float]] = OrderedDict()
 
+    def tracked(self) -> int:
+        """How many keys (distinct lines or templates) the filter remembers now: at most
+        ``max_keys``, fewer once keys idle past ``interval`` are forgotten."""
+        with self._lock:
+            return len(self._seen)
+
     def _key(self, record: logging.LogRecord) -> tuple[tuple[str, int, str], int]:
         """The record's key and how many lines of it may pass per interval."""
         if record.levelno >= self.template_level and isinstance(record.msg, str):

@@ -98,7 +98,7 @@ counts = EventCounts()
 INTERNAL_PREFIX = "sys:"
 
 
-class _FailureLog:
+class FailureLog:
     """Logs channel-layer failures of publishes: with a traceback at most once per
     ``interval`` seconds, counting the others into the next report.
 
@@ -125,7 +125,8 @@ class _FailureLog:
         self._suppressed = 0
 
 
-_failures = _FailureLog()
+#: This process's publish failure log (tests replace it, or set its ``interval``).
+failures = FailureLog()
 
 
 async def apublish(stream: str, event: str, data: Any, *, offset: int | None = None) -> bool:
@@ -195,7 +196,7 @@ async def _layer_send(stream: str, message: dict[str, Any], what: str) -> bool:
         await layer_call(lambda: layer.group_send(group_name(stream), message))
     except Exception:
         metrics.layer_failure("publish")
-        _failures.report(what)
+        failures.report(what)
         _tell_hub(f"{what} failed")
         return False
     return True

@@ -22,6 +22,15 @@ BOUND = 0.1
 ALICE: dict[str, Any] = {"id": 1, "username": "alice"}
 
 
+@pytest.fixture
+def store() -> Iterator[presence.MemoryStore]:
+    """A memory presence store, the deployment's for the test (``presence.set_store``)."""
+    store = presence.MemoryStore()
+    presence.set_store(store)
+    yield store
+    presence.set_store(None)
+
+
 @pytest.fixture(autouse=True)
 def short_timeout() -> Iterator[None]:
     with override_settings(
@@ -76,10 +85,8 @@ async def test_a_group_join_that_hangs_fails_within_the_bound_and_leaves_nothing
 
 
 async def test_presence_that_hangs_degrades_then_restores_with_state_and_join(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, store: presence.MemoryStore
 ) -> None:
-    store = presence.MemoryStore()
-    monkeypatch.setattr(presence, "_store", store)
     monkeypatch.setattr(store, "join", hang)
     joins: list[tuple[str, str, Any]] = []
 
@@ -100,7 +107,6 @@ async def test_presence_that_hangs_degrades_then_restores_with_state_and_join(
         # The store answers again: a renewal puts the entry back, announces the user once,
         # and hands the socket the state.
         monkeypatch.undo()
-        monkeypatch.setattr(presence, "_store", store)
         monkeypatch.setattr(presence, "apublish", record)
         back = await store.renew([(stream, ALICE, sid)], time.time() + 60)
         assert back == [(stream, ALICE)]
@@ -117,10 +123,8 @@ async def test_presence_that_hangs_degrades_then_restores_with_state_and_join(
 
 
 async def test_presence_depart_that_hangs_forgets_the_socket_within_the_bound(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, store: presence.MemoryStore
 ) -> None:
-    store = presence.MemoryStore()
-    monkeypatch.setattr(presence, "_store", store)
     stream, sid = "chat:room:9", "s2"
     assert await presence.arrive(stream, ALICE, sid) is True
     monkeypatch.setattr(store, "leave", hang)
@@ -159,9 +163,8 @@ class FlakyLease:
 async def test_a_leader_keeps_its_lease_until_the_ttl_when_renewals_go_unanswered(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(background, "_services", {})
     lease = FlakyLease(ttl_seconds=0.6, fail_from=2)
-    runner = background.Runner(lease)
+    runner = background.Runner(lease, services={})
     runner.start()
     try:
         await asyncio.wait_for(lease.answered.wait(), 2)

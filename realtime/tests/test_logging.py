@@ -189,11 +189,11 @@ def test_memory_is_bounded_by_max_keys(clock: Clock) -> None:
         record = logging.LogRecord("x", logging.INFO, __file__, 1, "request %d", (i,), None)
         passed += repeats.filter(record)
     assert passed == 10_000  # distinct lines all pass
-    assert len(repeats._seen) == 100
+    assert repeats.tracked() == 100
     # Keys that owe no count and are older than the interval are forgotten as lines come.
     clock.now += 11
     repeats.filter(logging.LogRecord("x", logging.INFO, __file__, 1, "later", None, None))
-    assert len(repeats._seen) == 1
+    assert repeats.tracked() == 1
 
 
 def test_the_project_handler_folds_repeats_before_redacting() -> None:

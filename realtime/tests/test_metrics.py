@@ -1,5 +1,5 @@
-"""Metrics, health endpoints and structured socket logs, in process (realtime/metrics.py,
-realtime/health.py).
+"""Metrics (realtime/metrics.py) and what the socket logs, in process; the endpoints that
+serve them are tested in test_health.py.
 
 Counters are process-wide and other tests move them too, so each test reads a value before
 and after what it does and asserts the difference.
@@ -12,18 +12,16 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.db import OperationalError
-from django.test import AsyncClient, override_settings
+from django.test import override_settings
 from prometheus_client import REGISTRY
 
-from realtime import health, metrics
+from realtime import metrics
 from realtime.frames import Frame
 from realtime.hub import Hub, Listener
 from realtime.protocol import encode_event
@@ -290,87 +288,6 @@ async def test_rate_limited_errors_log_at_debug(caplog: pytest.LogCaptureFixture
     assert deltas.moved() == [1, 1]
     [record] = [r for r in caplog.records if "code=rate_limited" in r.getMessage()]
     assert record.levelno == logging.DEBUG
-
-
-# --- endpoints ---------------------------------------------------------------------------
-
-
-async def test_metrics_endpoint_serves_prometheus_text(ws: WebsocketCommunicator) -> None:
-    await send(ws, {"type": "ping"})
-    await receive(ws)
-    response = await AsyncClient().get("/metrics")
-    assert response.status_code == 200
-    assert response["Content-Type"].startswith("text/plain; version=")
-    body = response.content.decode()
-    pings = value(*frames_in("ping"))
-    assert f'townsquare_frames_in_total{{type="ping"}} {pings}' in body
-    assert "# TYPE townsquare_publish_to_send_seconds histogram" in body
-
-
-async def test_healthz_is_ok_without_login() -> None:
-    response = await AsyncClient().get("/healthz")
-    assert (response.status_code, response.json()) == (200, {"status": "ok"})
-    assert "no-cache" in response["Cache-Control"]
-
-
-async def test_readyz_is_ready_with_the_database_and_the_in_memory_layer() -> None:
-    response = await AsyncClient().get("/readyz")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ready", "database": "ok", "channel_layer": "ok"}
-
-
-@pytest.fixture
-def closed_port() -> Iterator[int]:
-    """A local TCP port nothing listens on (connections are refused at once)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        yield int(s.getsockname()[1])
-
-
-@pytest.mark.parametrize(
-    "backend",
-    ["channels_redis.core.RedisChannelLayer", "channels_redis.pubsub.RedisPubSubChannelLayer"],
-)
-async def test_readyz_names_an_unreachable_redis_by_error_class(
-    closed_port: int, backend: str
-) -> None:
-    url = f"redis://:secret-password@127.0.0.1:{closed_port}/0"
-    layers = {"default": {"BACKEND": backend, "CONFIG": {"hosts": [url]}}}
-    with override_settings(CHANNEL_LAYERS=layers):
-        response = await AsyncClient().get("/readyz")
-    assert response.status_code == 503
-    assert response.json() == {
-        "status": "unavailable",
-        "database": "ok",
-        "channel_layer": "ConnectionError",
-    }
-    assert b"secret" not in response.content
-
-
-async def test_readyz_names_a_failing_database(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse() -> None:
-        raise OperationalError('connection to server failed: password "hunter2" rejected')
-
-    monkeypatch.setattr(health, "_select_one", refuse)
-    response = await AsyncClient().get("/readyz")
-    assert response.status_code == 503
-    assert response.json()["database"] == "OperationalError"
-    assert b"hunter2" not in response.content
-
-
-async def test_a_check_that_hangs_fails_at_the_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
-
-    async def hang() -> None:
-        await asyncio.Event().wait()
-
-    monkeypatch.setattr(health, "CHECK_TIMEOUT_SECONDS", 0.05)
-    monkeypatch.setattr(health, "_check_channel_layer", hang)
-    response = await AsyncClient().get("/readyz")
-    assert response.status_code == 503
-    assert response.json()["channel_layer"] == "TimeoutError"
 
 
 # --- multiprocess mode -------------------------------------------------------------------

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
 
 from realtime.presence import MemoryStore, RedisStore, Store
 from tests.pg import scratch_redis
@@ -59,8 +60,14 @@ async def test_online_ignores_expired_entries_before_reaping(store: Store) -> No
 async def test_the_redis_index_forgets_streams_everyone_left() -> None:
     with scratch_redis() as (url, prefix):
         store = RedisStore(url, prefix)
-        await store.join("chat:room:9", ALICE, "a1", time.time() + 60)
-        assert await store._redis.smembers(store._prefix) == {b"chat:room:9"}
-        await store.leave("chat:room:9", ALICE, "a1")
-        assert await store.reap(time.time()) == []
-        assert await store._redis.smembers(store._prefix) == set()
+        # The index is the documented ``<prefix>:presence`` set, read with a client of our own.
+        client = Redis.from_url(url)
+        index = f"{prefix}:presence"
+        try:
+            await store.join("chat:room:9", ALICE, "a1", time.time() + 60)
+            assert await client.smembers(index) == {b"chat:room:9"}
+            await store.leave("chat:room:9", ALICE, "a1")
+            assert await store.reap(time.time()) == []
+            assert await client.smembers(index) == set()
+        finally:
+            await client.aclose()

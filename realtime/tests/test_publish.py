@@ -127,14 +127,14 @@ async def test_an_outage_logs_one_traceback_and_counts_the_other_failures(
             raise ConnectionRefusedError("redis is down")
 
     monkeypatch.setattr("realtime.publish.get_channel_layer", DownLayer)
-    monkeypatch.setattr(publish_module, "_failures", publish_module._FailureLog(interval=3600))
+    monkeypatch.setattr(publish_module, "failures", publish_module.FailureLog(interval=3600))
     with caplog.at_level(logging.ERROR, logger="realtime.publish"):
         results = [await apublish("test:open:down", "e", {"n": n}) for n in range(5)]
     assert results == [False] * 5
     reports = [r for r in caplog.records if r.name == "realtime.publish"]
     assert [r.getMessage() for r in reports] == ["publish to test:open:down failed"]
     assert reports[0].exc_info is not None
-    publish_module._failures.interval = 0  # the next failure reports, with the count
+    publish_module.failures.interval = 0  # the next failure reports, with the count
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="realtime.publish"):
         assert await apublish("test:open:down", "e", {}) is False
