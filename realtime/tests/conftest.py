@@ -113,6 +113,12 @@ def bearer(user: AbstractBaseUser) -> list[str]:
 
 
 @pytest.fixture
+def alice(django_user_model: type[User]) -> User:
+    """A signed-up user ``alice`` (password ``pw-alice-123``)."""
+    return django_user_model.objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
 async def ws() -> AsyncIterator[WebsocketCommunicator]:
     """An anonymous socket on /ws/, connected."""
     comm = communicator()

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from channels.testing import ApplicationCommunicator, WebsocketCommunicator
+from channels.testing import ApplicationCommunicator
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import override_settings
 
@@ -47,11 +48,6 @@ def gate() -> Iterator[Gate]:
     gate = Gate()
     actions.register_action("test.wait", gate)
     yield gate
-
-
-@pytest.fixture
-def alice(django_user_model: type[User]) -> User:
-    return django_user_model.objects.create_user("alice", password="pw-alice-123")
 
 
 @override_settings(TOWNSQUARE_REALTIME={"FRAMES_PER_SECOND": 0.001, "FRAME_BURST": 3})
@@ -230,13 +226,59 @@ async def test_replay_lanes_serialize_one_key_and_not_others() -> None:
     assert len(lanes) == 0  # every lane released and dropped
 
 
-async def test_a_bug_in_a_frame_handler_closes_with_1011() -> None:
-    async def broken(ctx: ActionContext, frame: dict[str, Any]) -> dict[str, Any]:
-        raise RuntimeError("bug")
+async def test_too_many_streams_is_refused_with_an_error() -> None:
+    limits = {**settings.TOWNSQUARE_REALTIME, "MAX_STREAMS_PER_SOCKET": 2}
+    with override_settings(TOWNSQUARE_REALTIME=limits):
+        comm = communicator()
+        assert (await comm.connect())[0]
+        for key in ("a", "b"):
+            await send(comm, {"type": "subscribe", "stream": f"test:open:{key}"})
+            assert (await receive(comm))["type"] == "ack"
+            await receive(comm)
+        await send(comm, {"type": "subscribe", "stream": "test:open:c", "ref": 3})
+        error = await receive(comm)
+        assert (error["code"], error["ref"]) == ("too_many_streams", 3)
+        await comm.disconnect()
 
-    actions.register_action("test.broken", broken)
-    comm: WebsocketCommunicator = communicator()
-    assert (await comm.connect())[0]
-    await send(comm, {"type": "test.broken"})
-    closed = await comm.receive_output(timeout=2)
-    assert (closed["type"], closed["code"]) == ("websocket.close", 1011)
+
+async def test_oversized_frame_closes_with_1009() -> None:
+    limits = {**settings.TOWNSQUARE_REALTIME, "MAX_FRAME_BYTES": 1000}
+    with override_settings(TOWNSQUARE_REALTIME=limits):
+        comm = communicator()
+        assert (await comm.connect())[0]
+        await comm.send_to(text_data='{"type": "ping", "pad": "' + "x" * 1000 + '"}')
+        closed = await comm.receive_output(timeout=2)
+        assert closed == {"type": "websocket.close", "code": 1009, "reason": "frame too big"}
+        await comm.disconnect()
+
+
+async def test_multibyte_frame_over_the_byte_limit_closes_with_1009() -> None:
+    limits = {**settings.TOWNSQUARE_REALTIME, "MAX_FRAME_BYTES": 1000}
+    with override_settings(TOWNSQUARE_REALTIME=limits):
+        comm = communicator()
+        assert (await comm.connect())[0]
+        # 400 characters, 1,200 bytes in UTF-8.
+        await comm.send_to(text_data='{"type": "ping", "pad": "' + "€" * 400 + '"}')
+        assert (await comm.receive_output(timeout=2))["code"] == 1009
+        await comm.disconnect()
+
+
+async def test_flood_gets_rate_limited_errors_then_close_4029() -> None:
+    limits = {
+        **settings.TOWNSQUARE_REALTIME,
+        "FRAMES_PER_SECOND": 1.0,
+        "FRAME_BURST": 3,
+        "RATE_LIMIT_CLOSE_AFTER": 5,
+    }
+    with override_settings(TOWNSQUARE_REALTIME=limits):
+        comm = communicator()
+        assert (await comm.connect())[0]
+        for i in range(3 + 5):
+            await send(comm, {"type": "ping", "ref": i})
+        pongs = [await receive(comm) for _ in range(3)]
+        assert [p["ref"] for p in pongs] == [0, 1, 2]
+        errors = [await receive(comm) for _ in range(4)]
+        assert [e["code"] for e in errors] == ["rate_limited"] * 4
+        closed = await comm.receive_output(timeout=2)
+        assert (closed["type"], closed["code"]) == ("websocket.close", 4029)
+        await comm.disconnect()

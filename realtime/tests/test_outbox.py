@@ -7,8 +7,15 @@ import asyncio
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.test import override_settings
 
+from realtime.frames import Frame
+from realtime.hub import get_hub
 from realtime.outbox import Outbox
+from realtime.protocol import encode_event
+
+from .conftest import StalledServer, communicator, receive, send
 
 
 class FakeServer:
@@ -183,3 +190,54 @@ async def test_a_send_that_returns_another_kind_of_awaitable_still_delivers_in_o
         "f4",
         {"type": "websocket.close", "code": 1000, "reason": ""},
     ]
+
+
+# --- through a socket -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_slow_reader_is_closed_with_4008_and_its_queue_dropped() -> None:
+    limits = {**settings.TOWNSQUARE_REALTIME, "OUTBOX_MAX_BYTES": 5000}
+    server = StalledServer()
+    with override_settings(TOWNSQUARE_REALTIME=limits):
+        comm = communicator(app=server)
+        assert (await comm.connect())[0]
+        await send(comm, {"type": "subscribe", "stream": "test:open:slow"})
+        assert (await receive(comm))["type"] == "ack"
+        assert (await receive(comm))["event"] == "test.snapshot"
+        text = encode_event("test:open:slow", "test.big", {"pad": "x" * 1000})
+        hub = get_hub()
+        # The client stops reading: the server's send blocks. The first frame's send waits,
+        # the next ones queue until the 5,000-byte bound is passed.
+        server.flowing.clear()
+        for _ in range(10):
+            hub.deliver(Frame("test:open:slow", None, text))
+        server.flowing.set()
+        outputs = []
+        while True:
+            output = await comm.receive_output(timeout=2)
+            outputs.append(output)
+            if output["type"] == "websocket.close":
+                break
+        assert outputs[-1]["code"] == 4008
+        assert outputs[-1]["reason"] == "slow reader: output buffer full"
+        # Nothing queued after the overflow was sent: at most the frame already in send.
+        assert len(outputs) <= 2
+        await comm.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_reader_that_keeps_up_gets_every_frame_written_at_once() -> None:
+    comm = communicator()
+    assert (await comm.connect())[0]
+    await send(comm, {"type": "subscribe", "stream": "test:open:fast"})
+    assert (await receive(comm))["type"] == "ack"
+    await receive(comm)
+    hub = get_hub()
+    for n in range(200):
+        hub.deliver(Frame("test:open:fast", None, encode_event("test:open:fast", "e", {"n": n})))
+    # Written inside deliver(), with no task in between: all 200 are already out.
+    assert comm.output_queue.qsize() == 200
+    received = [await receive(comm) for _ in range(200)]
+    assert [f["data"]["n"] for f in received] == list(range(200))
+    await comm.disconnect()
