@@ -16,6 +16,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = "integration-test-secret-key-not-for-production-0123456789abcdef"
+#: What realtime.events logs when it refuses an event; a server test's log must not have it.
+INVALID_EVENT_LINE = "event=invalid_event"
 
 
 def free_port() -> int:
@@ -77,6 +79,9 @@ def server_env(workdir: Path, **extra: str) -> dict[str, str]:
             # Every test client signs in from 127.0.0.1: one test's wrong passwords must not
             # lock the next one out (tests/test_server_signin.py sets its own limits).
             "LOGIN_FAILURE_LIMIT": "100000",
+            # Every event the server publishes is checked against its declaration
+            # (realtime.events); a refused one logs INVALID_EVENT_LINE, and run_server fails.
+            "TOWNSQUARE_VALIDATE_EVENTS": "1",
         }
     )
     env.update(extra)
@@ -135,3 +140,5 @@ def run_server(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    refused = [line for line in server.log().splitlines() if INVALID_EVENT_LINE in line]
+    assert not refused, "the server refused undeclared or malformed events:\n" + "\n".join(refused)

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from dashboard import views as dashboard_views
 from realtime import health
+from realtime.asyncapi import asyncapi_view
 from realtime.views import PublishView, TokenView
 from townsquare.converters import IdConverter
 
@@ -29,6 +30,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/token/", TokenView.as_view(), name="api-token"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/asyncapi.json", asyncapi_view, name="api-asyncapi"),  # the /ws/ protocol
     path("api/publish/", PublishView.as_view(), name="api-publish"),
     path("api/", include("chat.api_urls")),
     path("api/", include("shop.api_urls")),
