@@ -273,7 +273,7 @@ def backend_path(name: str) -> str:
     """The dotted path the backend setting ``name`` (``PRESENCE_BACKEND``, ``LEASE_BACKEND``,
     ``WORKER_STATS_BACKEND``) chooses: its value, or when empty the Redis backend with
     ``REDIS_URL`` and the memory backend without."""
-    return getattr(rt_settings(), name) or _AUTO_BACKENDS[name][bool(settings.REDIS_URL)]
+    return getattr(rt_settings(), name) or _AUTO_BACKENDS[name][redis_url() is not None]
 
 
 def backend_class(name: str) -> Any:
@@ -359,10 +359,18 @@ def redis_prefix() -> str:
     return str(settings.CHANNEL_LAYERS["default"].get("CONFIG", {}).get("prefix", "townsquare"))
 
 
+def redis_url() -> str | None:
+    """The project's ``REDIS_URL`` setting (the Redis of its channel layer), or None when it
+    is unset or empty: a project that does not define it runs on one process's memory."""
+    url = getattr(settings, "REDIS_URL", None)
+    return str(url) if url else None
+
+
 def redis_location() -> tuple[str, str] | None:
     """``(REDIS_URL, redis_prefix())`` for the stores shared by the deployment's workers
     (presence, worker stats, leases), or None on the embedded default (one process)."""
-    return (settings.REDIS_URL, redis_prefix()) if settings.REDIS_URL else None
+    url = redis_url()
+    return (url, redis_prefix()) if url else None
 
 
 def require_redis_location(backend: str) -> tuple[str, str]:

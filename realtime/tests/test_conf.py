@@ -363,6 +363,14 @@ def test_without_redis_url_the_memory_backends_are_chosen() -> None:
 
 
 @pytest.mark.usefixtures("fresh_stores")
+def test_a_project_without_the_redis_url_setting_gets_the_memory_backends(settings: Any) -> None:
+    del settings.REDIS_URL  # another project need not define it
+    with rt():
+        assert type(presence.get_store()) is presence.MemoryStore
+        assert type(get_lease("leader", 10.0)) is LocalLease
+
+
+@pytest.mark.usefixtures("fresh_stores")
 def test_with_redis_url_the_redis_backends_are_chosen_at_its_location() -> None:
     # Nothing connects: redis-py opens its connection at the first command.
     with override_settings(REDIS_URL="redis://127.0.0.1:9/0"), rt():
