@@ -30,6 +30,7 @@ const composer = document.getElementById("composer");
 const input = document.getElementById("composer-text");
 const sendButton = document.getElementById("composer-send");
 const errorBox = document.getElementById("composer-error");
+const composerStatus = document.getElementById("composer-status");
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
 
@@ -38,8 +39,11 @@ const seen = new Set(
   [...messages.querySelectorAll("li.message")].map((li) => Number(li.dataset.offset)),
 );
 
-/** client_id → text of messages sent whose ack was lost with the connection. */
-const unconfirmed = new Map();
+/** client_id → the <li> of a message of mine not yet in the list as stored: pending (in the
+ * client's outbox), failed, or acknowledged but its `chat.message` event not yet here. The
+ * event replaces it (matched by client_id), so a message never shows twice whatever order
+ * the ack and the event come in. These items stay below the stored messages. */
+const localMessages = new Map();
 
 // --- rendering ------------------------------------------------------------------------------
 
@@ -64,6 +68,7 @@ function messageElement(data) {
   li.className = data.author.username === me ? "message mine" : "message";
   li.dataset.offset = String(data.offset);
   li.dataset.id = String(data.id);
+  li.dataset.clientId = data.client_id ?? "";
   const time = document.createElement("time");
   time.dateTime = data.created_at;
   showTime(time);
@@ -79,25 +84,124 @@ function scrollToNewest() {
   messages.scrollTop = messages.scrollHeight;
 }
 
+const isMine = (author) => (myId !== null ? author.id === myId : author.username === me);
+
 function addMessage(data) {
+  if (data.client_id && isMine(data.author)) {
+    // My message is stored: its pending item goes, and the outbox need not send it again.
+    removeLocal(data.client_id);
+    client.settle(data.client_id);
+  }
   if (seen.has(data.offset)) return;
   seen.add(data.offset);
   const follow = nearBottom() || data.author.username === me;
-  // Events come in offset order; walk back just in case one does not.
+  // Events come in offset order; walk back just in case one does not. Local (pending)
+  // items stay at the end, below every stored message.
   let before = messages.lastElementChild;
-  while (before && Number(before.dataset.offset) > data.offset) {
+  while (
+    before &&
+    (before.classList.contains("local") || Number(before.dataset.offset) > data.offset)
+  ) {
     before = before.previousElementSibling;
   }
   const li = messageElement(data);
   if (before) before.after(li);
   else messages.prepend(li);
   if (follow) scrollToNewest();
+}
 
-  if (unconfirmed.has(data.client_id)) {
-    // A send whose ack was lost did reach the server after all.
-    if (input.value === unconfirmed.get(data.client_id)) input.value = "";
-    unconfirmed.delete(data.client_id);
-    if (unconfirmed.size === 0) showError("");
+// --- my messages on their way -----------------------------------------------------------------
+
+/** Why a message was not sent, in a few words. */
+function failureText(error) {
+  switch (error?.code) {
+    case "not_connected":
+      return "no connection to the server";
+    case "disconnected":
+    case "timeout":
+      return "the server did not answer";
+    case undefined:
+      return "something went wrong";
+    default:
+      return error.detail || error.code;
+  }
+}
+
+function controlButton(label, onClick) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "link-button";
+  button.textContent = label;
+  button.addEventListener("click", onClick);
+  return button;
+}
+
+/** The item of a message of mine from the outbox: the same markup as a stored message, plus
+ * a status line ("sending…", or "Not sent · Retry · Discard"). */
+function showLocal(entry) {
+  let li = localMessages.get(entry.id);
+  if (!li) {
+    li = document.createElement("li");
+    li.dataset.clientId = entry.id;
+    const time = document.createElement("time");
+    time.dateTime = new Date().toISOString();
+    showTime(time);
+    li.append(span("author", me), " ", time, " ", span("text", entry.payload.text));
+    li.append(span("status", ""));
+    localMessages.set(entry.id, li);
+    messages.append(li);
+    scrollToNewest();
+  }
+  const failed = entry.state === "failed";
+  li.className = `message mine local ${failed ? "failed" : "pending"}`;
+  const status = li.querySelector(".status");
+  if (failed) {
+    const reason = failureText(entry.error);
+    status.replaceChildren(
+      "Not sent · ",
+      controlButton("Retry", () => client.retry(entry.id)),
+      " · ",
+      controlButton("Discard", () => client.discard(entry.id)),
+      span("reason", ` (${reason})`),
+    );
+  } else {
+    status.replaceChildren("sending…");
+  }
+}
+
+/** The server has the message: drop the item if the stored one is shown already, else keep
+ * it, plain, until its `chat.message` event replaces it. */
+function localAcked(entry) {
+  const li = localMessages.get(entry.id);
+  if (!li) return;
+  if (entry.ack && seen.has(entry.ack.offset)) {
+    removeLocal(entry.id);
+    return;
+  }
+  li.className = "message mine local sent";
+  li.querySelector(".status")?.remove();
+}
+
+function removeLocal(clientId) {
+  const li = localMessages.get(clientId);
+  if (!li) return;
+  li.remove();
+  localMessages.delete(clientId);
+}
+
+function onOutbox(entry) {
+  if (entry.type !== "chat.send" || entry.payload.room !== roomId) return;
+  switch (entry.state) {
+    case "pending":
+    case "failed":
+      showLocal(entry);
+      break;
+    case "acked":
+      localAcked(entry);
+      break;
+    default: // discarded
+      removeLocal(entry.id);
+      break;
   }
 }
 
@@ -244,6 +348,15 @@ function showError(text) {
   errorBox.hidden = !text;
 }
 
+/** Say so when messages sent now will wait for the connection: Send is never silently grey. */
+function showConnection(state) {
+  const waiting = !ended && state !== "open" && state !== "closed";
+  composerStatus.textContent = waiting
+    ? "Not connected right now: messages you send wait here and go out when the connection is back."
+    : "";
+  composerStatus.hidden = !waiting;
+}
+
 // --- the connection -------------------------------------------------------------------------
 
 function onEvent(frame) {
@@ -298,6 +411,7 @@ function endRoom(detail) {
   input.disabled = true;
   sendButton.disabled = true;
   showError("");
+  showConnection(client.state);
   forgetPresence();
 }
 
@@ -306,10 +420,13 @@ client.onState((state) => {
     // Until the next snapshot, who is online (and typing) is unknown.
     subscribed = false;
     if (online !== null || typers.size > 0) forgetPresence();
+  } else if (!ended) {
+    showError(""); // whatever went wrong before, the socket is live again
   }
   if (state === "closed" && client.closeCode !== 1000) {
     showError("The connection was closed by the server. Reload the page to sign in again.");
   }
+  showConnection(state);
 });
 client.subscribe(stream, onEvent, {
   since: lastOffset,
@@ -334,40 +451,30 @@ function newClientId() {
   return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-function describe(error) {
-  switch (error?.code) {
-    case "not_connected":
-      return "Not connected right now, so nothing was sent. Try again once the badge says live.";
-    case "disconnected":
-      return "The connection dropped before the server answered; the message may not have been sent.";
-    case undefined:
-      return "Something went wrong; the message was not sent.";
-    default:
-      return error.detail || error.code;
-  }
-}
-
-let sending = false;
-
-composer.addEventListener("submit", async (event) => {
+// The composer empties at once and the message shows as pending; the client's outbox sends
+// it (again after every reconnect, with the same client_id, which the server stores once)
+// until the server answers. Nothing waits for the network here, so text typed right after
+// Enter is never mixed with, or cleared along with, the message before it.
+composer.addEventListener("submit", (event) => {
   event.preventDefault();
   const text = input.value;
-  if (sending || ended || !text.trim()) return;
-  sending = true;
-  sendButton.disabled = true;
-  showError("");
+  if (ended || !text.trim()) return;
+  input.value = "";
   const clientId = newClientId();
-  try {
-    await client.send("chat.send", { room: roomId, text, client_id: clientId });
-    if (input.value === text) input.value = "";
-  } catch (error) {
-    if (error?.code === "disconnected") unconfirmed.set(clientId, text);
-    showError(describe(error));
-  } finally {
-    sending = false;
-    sendButton.disabled = ended;
-    if (!ended) input.focus();
+  client.sendReliably("chat.send", { room: roomId, text, client_id: clientId }, { id: clientId });
+  input.focus();
+});
+
+// Enter sends; Shift+Enter never does (in a multi-line composer it is a new line), nor does
+// Enter that ends an IME composition.
+input.addEventListener("keydown", (event) => {
+  if (event.key !== "Enter" || event.isComposing) return;
+  if (event.shiftKey) {
+    if (input.tagName !== "TEXTAREA") event.preventDefault(); // no implicit submission
+    return;
   }
+  event.preventDefault();
+  composer.requestSubmit();
 });
 
 // Tell the room this user is typing: on input, at most once per TYPING_SEND_MS, never for
@@ -386,4 +493,18 @@ input.addEventListener("input", () => {
 // --- first paint ----------------------------------------------------------------------------
 
 messages.querySelectorAll("time").forEach(showTime);
+// My messages still in the outbox (left pending by the page before a reload): shown again as
+// pending or failed, unless the history shows them stored already.
+for (const entry of client.outboxEntries()) {
+  const stored = entry.id
+    ? messages.querySelector(`li.mine[data-client-id="${CSS.escape(entry.id)}"]`)
+    : null;
+  if (stored && entry.type === "chat.send" && entry.payload.room === roomId) {
+    client.settle(entry.id);
+  } else {
+    onOutbox(entry);
+  }
+}
+client.onOutbox(onOutbox);
+showConnection(client.state);
 scrollToNewest();
