@@ -110,6 +110,7 @@ class Relay:
 
     hold_sends: bool = False
     cut_after_send_ack: bool = False
+    send_to_room: int | None = None
     held: list[tuple[WebSocketRoute, str]] = field(default_factory=list)
     sent: list[dict] = field(default_factory=list)
     acks: list[dict] = field(default_factory=list)
@@ -128,6 +129,8 @@ class Relay:
                 if self.hold_sends:
                     self.held.append((server, str(message)))
                     return
+                if self.send_to_room is not None:
+                    message = json.dumps({**frame, "room": self.send_to_room})
             server.send(message)
 
         def from_server(message: str | bytes) -> None:
@@ -289,6 +292,70 @@ def test_a_pending_message_survives_a_reload_and_is_sent_once(
     expect(alice.locator("#messages li.local")).to_have_count(0)
     assert [m["text"] for m in stored_on_server(server, room.id, "alice")].count(text) == 1
     assert alice.evaluate("Object.values(sessionStorage).join()").find(text) == -1
+
+
+def test_a_refused_message_fails_with_retry_and_discard(
+    new_page: Callable[[], Page], server: Server, relay: Relay
+) -> None:
+    """A final error (here `not_found`: the relay points the send at a room that does not
+    exist) marks the message failed at once; Retry sends it again (now to the right room),
+    once; Discard drops it for good."""
+    room = open_room(new_page, ("alice",), route=relay)
+    (alice,) = room.pages
+    relay.send_to_room = 999_999_999
+    type_and_enter(alice, "retried")
+    type_and_enter(alice, "discarded")
+    failed = alice.locator("#messages li.message.failed")
+    expect(failed).to_have_count(2)
+    expect(failed.first.locator(".status")).to_contain_text("Not sent · Retry · Discard")
+    assert len(relay.sent) == 2  # failed at the first answer: not retried by itself
+
+    relay.send_to_room = None
+    failed.filter(has_text="retried").get_by_role("button", name="Retry").click()
+    expect(stored(alice, "retried")).to_have_count(1)
+    failed.filter(has_text="discarded").get_by_role("button", name="Discard").click()
+    expect(alice.locator("#messages li.local")).to_have_count(0)
+    # Discarded is gone for good: not restored by a reload, never sent.
+    alice.reload()
+    wait_live(alice)
+    expect(stored(alice, "retried")).to_have_count(1)
+    expect(alice.locator("#messages li.local")).to_have_count(0)
+    texts = [m["text"] for m in stored_on_server(server, room.id, "alice")]
+    assert texts == ["retried"]
+    assert [f["text"] for f in relay.sent] == ["retried", "discarded", "retried"]
+
+
+def test_a_tab_coming_back_probes_its_socket(new_page: Callable[[], Page]) -> None:
+    """A tab made visible again pings at once and gives up an open socket that does not
+    answer within 5 s (instead of waiting for the 15 s of the ping timer)."""
+    silent = {"on": False}
+
+    def route(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        ws.on_message(lambda m: None if silent["on"] else server.send(m))
+        server.on_message(lambda m: None if silent["on"] else ws.send(m))
+
+    room = open_room(new_page, ("alice",), route=route)
+    (alice,) = room.pages
+    alice.evaluate(
+        """() => {
+            window.__states = [];
+            window.__townsquareClient.onState((s) => window.__states.push([s, Date.now()]));
+        }"""
+    )
+    silent["on"] = True
+    # Headless pages are always visible: the event alone is what the client reacts to.
+    shown_at = alice.evaluate(
+        "() => { document.dispatchEvent(new Event('visibilitychange')); return Date.now(); }"
+    )
+    alice.wait_for_function("() => window.__states.length > 0", timeout=8_000)
+    state, left_at = alice.evaluate("window.__states[0]")
+    assert state == "reconnecting"
+    took = (left_at - shown_at) / 1000
+    assert 4.5 < took < 6, took
+    silent["on"] = False
+    alice.evaluate("window.__townsquareClient.socket?.close()")
+    wait_live(alice)
 
 
 def test_retry_now_reconnects_at_once(new_page: Callable[[], Page]) -> None:
