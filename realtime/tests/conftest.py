@@ -46,9 +46,10 @@ def _snapshot_open(user: AnyUser, key: str) -> list[Event]:
 
 @pytest.fixture(autouse=True)
 def registries() -> Iterator[None]:
-    """Stream kinds and actions a test registers are gone after it, and kinds it replaced
-    are back (``registry.override``, ``actions.override``)."""
-    with registry.override(), actions.override():
+    """Stream kinds, actions and event declarations a test registers are gone after it, and
+    those it replaced are back (``registry.override``, ``actions.override``,
+    ``events.override``)."""
+    with registry.override(), actions.override(), events.override():
         yield
 
 
