@@ -30,7 +30,7 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-from . import actions, metrics, presence, registry, signals
+from . import actions, events, metrics, presence, registry, signals
 from .actions import ActionContext, ActionHandler
 from .conf import rt_settings
 from .errors import map_exception
@@ -649,6 +649,14 @@ class StreamConsumer(RealtimeConsumer):
         opened = await self.open_subscription(stream, since=since)
         subscription = opened.subscription
         assert isinstance(stream, str) and subscription is not None
+        initial = opened.snapshot + opened.replay
+        if events.enabled:  # DEBUG and tests: snapshot and replay events are declared too
+            try:
+                for event in initial:
+                    events.check(stream, event.event, event.data, event.offset)
+            except events.InvalidEvent:
+                await self.close_subscription(stream)
+                raise
         self.send_text(
             encode_ack(
                 frame.get("ref"),
@@ -661,14 +669,13 @@ class StreamConsumer(RealtimeConsumer):
             ),
             "ack",
         )
-        events = opened.snapshot + opened.replay
-        for event in events:
+        for event in initial:
             if event.offset is not None:
                 subscription.last_offset = max(subscription.last_offset, event.offset)
             text = encode_event(stream, event.event, event.data, event.offset)
             if not await self.outbox.put_wait(text):
                 return
-        metrics.frames_out("event", len(events))
+        metrics.frames_out("event", len(initial))
         subscription.go_live()
 
     async def handle_unsubscribe(self, frame: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ which uses this table too.
 
 - ``ProtocolError`` → its own code, ``HTTP_STATUS[code]``;
 - Django's ``PermissionDenied`` → ``forbidden`` 403; ``ObjectDoesNotExist`` → ``not_found``
-  404; ``ValidationError`` → ``invalid`` 400;
+  404; ``ValidationError`` → ``invalid`` 400; ``events.InvalidEvent`` (an undeclared event,
+  refused while validation is on) → ``invalid`` 400;
 - ``DataError``, ``OverflowError``, a ``ValueError`` about NUL (``is_bad_input``) →
   ``invalid`` 400;
 - ``IntegrityError`` → ``conflict`` 409;
@@ -29,6 +30,7 @@ from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, Validat
 from django.db import DatabaseError, DataError, IntegrityError, InterfaceError
 from redis.exceptions import RedisError
 
+from .events import InvalidEvent
 from .protocol import ErrorCode, ProtocolError
 
 #: The HTTP status of each error code (the API's answer for the socket's code).
@@ -95,6 +97,9 @@ def map_exception(exc: BaseException) -> MappedError | None:
         return _mapped(ErrorCode.NOT_FOUND, "no such object")
     if isinstance(exc, ValidationError):
         return _mapped(ErrorCode.INVALID, "; ".join(exc.messages))
+    if isinstance(exc, InvalidEvent):
+        # Only while validation is on (DEBUG, tests): an event nobody declared.
+        return _mapped(ErrorCode.INVALID, str(exc))
     if is_bad_input(exc):
         return _mapped(ErrorCode.INVALID, BAD_INPUT_DETAIL)
     if isinstance(exc, IntegrityError):
