@@ -32,7 +32,6 @@ async def test_a_gap_fetch_is_shared_by_every_local_subscriber() -> None:
     registry.register_stream("test:counted", authorize=lambda user, key: None, replay=replay)
     # Replayed events are validated like published ones (events.enabled in every test).
     events.declare("test:counted", "test.line", dict[str, Any], durable=True)
-    events.declare("test:counted", "test.line", dict[str, Any], durable=True)
     limits = {**settings.TOWNSQUARE_REALTIME, "GAP_WAIT_SECONDS": 0.05}
     with override_settings(TOWNSQUARE_REALTIME=limits):
         sockets = []
