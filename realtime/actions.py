@@ -91,6 +91,11 @@ def is_pipelined(type_: str) -> bool:
     return type_ in _pipelined
 
 
+def registered() -> list[str]:
+    """The types of every registered action, sorted (the core's own frames not included)."""
+    return sorted(_actions)
+
+
 def get_action(type_: str) -> ActionHandler | None:
     """Return the handler registered for ``type_``, or None."""
     return _actions.get(type_)

@@ -261,7 +261,6 @@ async def test_a_message_written_by_the_service_wakes_the_dashboard_without_a_mo
     # Messages are stored with bulk_create, which sends no post_save: what wakes the leader's
     # publisher is the chat.message publish itself, counted, flushed to the store and
     # announced as workers.changed on sys:workers (one of the two streams it listens to).
-    monkeypatch.setattr(worker_stats, "counts", publish.counts)  # the fixture's fresh counter
     heard: dict[str, list[str]] = {worker_stats.WORKERS_STREAM: [], DIRTY_STREAM: []}
     arrived = asyncio.Event()
 

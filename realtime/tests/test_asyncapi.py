@@ -13,7 +13,7 @@ import pytest
 from django.test import Client
 from jsonschema import Draft202012Validator
 
-from realtime import events, registry
+from realtime import actions, events, registry
 
 PROTOCOL_MD = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 APP_KINDS = {"chat:room", "shop:item", "user", "dashboard", "feed"}
@@ -104,6 +104,9 @@ def test_every_stream_kind_event_and_action_is_described(document: dict[str, Any
     assert not {f"event.{name}" for name in internal} & set(messages)
     sends = {op["summary"] for op in document["operations"].values() if op["action"] == "send"}
     assert len(sends) == len(events.declared_actions())
+    # Every frame the server answers is declared: the core's own and every registered action.
+    declared_names = {a.name for a in events.declared_actions()}
+    assert set(actions.RESERVED_TYPES) | set(actions.registered()) <= declared_names
     for action in ("subscribe", "unsubscribe", "ping", "typing", "chat.send"):
         operation = document["operations"][f"send.{action}"]
         assert operation["messages"] == [
