@@ -210,8 +210,11 @@ class Client(WSListener):
 def encode(kind: str, room: Room, sender: Client, seq: int, ts: int) -> bytes:
     text = f"BM{sender.gen.run_id}.{seq}.{ts}.{room.index}E"
     if kind == "townsquare":
+        # client_id is an idempotency key (a repeat stores nothing): unique across runs.
+        client_id = f"c{sender.gen.run_id}.{room.index}.{seq}"
         return (
-            f'{{"type":"chat.send","room":{room.path_or_id},"text":"{text}","client_id":"c{seq}"}}'
+            f'{{"type":"chat.send","room":{room.path_or_id},"text":"{text}",'
+            f'"client_id":"{client_id}"}}'
         ).encode()
     return f'{{"message":"{text}","username":"{sender.username}"}}'.encode()
 
