@@ -55,11 +55,12 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
@@ -68,6 +69,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
+if TYPE_CHECKING:
+    from playwright.async_api import Page
+
 from tests.conftest import DEMO_PASSWORD
 from tests.nginx import run_nginx
 from tests.pg import scratch_postgres
@@ -75,6 +79,7 @@ from tests.redis_server import RedisServer, private_redis
 from tests.server import ROOT, Server, run_server
 
 USERS = ("alice", "bob", "carol", "dave")
+PAGE_USERS = ("carol", "dave")
 FAULT_KINDS = ("cut", "restart", "kill", "redis")
 #: Client-side frame budget per socket, under the server's default 20/s, burst 40.
 CLIENT_FRAMES_PER_SECOND = 15.0
@@ -113,25 +118,40 @@ class Config:
     drain_seconds: float = 40.0
     channel_layer: str = "pubsub"
     seed: int = 0
+    #: Chromium pages (0–2) on the first room, signed in as carol and dave, typing into the
+    #: composer ``page_rate`` times a second; their message lists must end equal to the
+    #: stored list. Needs Chromium (``tests.services.need_chromium``).
+    browsers: int = 0
+    page_rate: float = 1.0
 
     @classmethod
-    def ci(cls, topology: str, **overrides: Any) -> Config:
+    def ci(cls, topology: str, seconds: float = 20.0, **overrides: Any) -> Config:
         """The CI-sized run of a topology: 6 clients, 2 rooms, 20 s, a few faults of each
-        kind it supports (``single``: cuts and restarts; ``nginx``: cuts, kills, Redis)."""
+        kind it supports (``single``: cuts and restarts; ``nginx``: cuts, kills, Redis and a
+        restart). A longer ``seconds`` scales the faults: cuts in proportion, the heavy
+        ones (which take seconds each) one of each kind per 60 s beyond the first 20 s."""
         faults = (
             {"cut": 6, "restart": 2}
             if topology == "single"
             else {"cut": 6, "kill": 2, "redis": 2, "restart": 1}
         )
+        extra = max(0.0, seconds - 20.0)
+        faults = {
+            kind: n + round(extra * 6 / 20 if kind == "cut" else extra / 60)
+            for kind, n in faults.items()
+        }
         database = "sqlite" if topology == "single" else "postgres"
         return dataclasses.replace(
-            cls(topology=topology, database=database, faults=faults), **overrides
+            cls(topology=topology, database=database, faults=faults, seconds=seconds),
+            **overrides,
         )
 
     def check(self) -> None:
         """Raises ``ValueError`` for a topology, database or fault the run cannot do."""
         if self.topology not in ("single", "nginx"):
             raise ValueError(f"unknown topology {self.topology!r}")
+        if not 0 <= self.browsers <= len(PAGE_USERS):
+            raise ValueError(f"browsers must be 0 to {len(PAGE_USERS)}")
         if self.database not in ("sqlite", "postgres"):
             raise ValueError(f"unknown database {self.database!r}")
         if self.topology == "nginx" and self.database != "postgres":
@@ -157,7 +177,8 @@ class Deployment:
     redis: RedisServer | None = None
     #: ``manage.py serve`` processes started by ``respawn`` (stopped by ``stop_respawned``).
     respawned: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    worker_faults: int = 0  # restarts and kills so far (picks the next victim)
+    #: Restarts and kills so far, by kind: each kind hits the workers in turn.
+    worker_faults: Counter[str] = field(default_factory=Counter)
 
 
 def _wait_ready(server: Server, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -331,6 +352,8 @@ class CheckClient:
         self.log: list[tuple[float, str]] = []  # (wall time, what happened)
         self.cut_pending = False
         self.stopping = False
+        self.offline_since: float | None = None  # monotonic time the last socket ended
+        self.max_offline = 0.0  # longest time without a subscribed socket, in seconds
         self.connected = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -417,6 +440,9 @@ class CheckClient:
             # sent by ``write`` (so nothing goes twice on one socket).
             waiting = list(self.outbox.values())
             self.connected.set()
+            if self.offline_since is not None:
+                self.max_offline = max(self.max_offline, time.monotonic() - self.offline_since)
+                self.offline_since = None
             for out in waiting:
                 await self._send_chat(ws, out)
             resender = asyncio.create_task(self._resend_late(ws))
@@ -424,6 +450,8 @@ class CheckClient:
         except (ConnectionClosed, ConnectionError, TimeoutError) as exc:
             self.log.append((time.time(), f"session ended: {exc!r}"))
         finally:
+            if self.connected.is_set():
+                self.offline_since = time.monotonic()
             self.connected.clear()
             self._ws = None
             if resender is not None:
@@ -576,6 +604,83 @@ def token_for_deployment(deployment: Deployment, user: str) -> str:
     return str(response.json()["access"])
 
 
+# --- Chromium pages --------------------------------------------------------------------------
+
+
+@dataclass
+class BrowserPage:
+    """A room page in headless Chromium, typing into its composer as a person would.
+
+    ``typed`` lists the texts entered (the page picks their ``client_id``s, so they are
+    matched by text); ``retries`` counts clicks on "Retry" of a message shown as not sent;
+    ``shown`` is the page's final message list, ``(offset, id, client_id)`` per stored item.
+    """
+
+    name: str
+    user: str
+    page: Page
+    typed: list[str] = field(default_factory=list)
+    retries: int = 0
+    shown: list[tuple[int, int, str]] = field(default_factory=list)
+    local_left: int = 0  # items still pending or failed at the end
+
+    async def type(self, text: str) -> None:
+        await self.page.fill("#composer-text", text)
+        await self.page.press("#composer-text", "Enter")
+        self.typed.append(text)
+
+    async def retry_failed(self) -> None:
+        """Click "Retry" on each message the page shows as not sent."""
+        for button in await self.page.locator("#messages li.local.failed button").all():
+            if (await button.text_content()) == "Retry":
+                await button.click()
+                self.retries += 1
+
+    async def read(self) -> None:
+        """Read the page's message list: stored items, and how many local ones are left."""
+        self.shown = [
+            (int(o), int(i), str(c))
+            for o, i, c in await self.page.eval_on_selector_all(
+                "#messages li.message:not(.local)",
+                "els => els.map(e => [e.dataset.offset, e.dataset.id, e.dataset.clientId])",
+            )
+        ]
+        self.local_left = await self.page.locator("#messages li.local").count()
+
+
+async def open_pages(
+    config: Config, deployment: Deployment, room: int, stack: contextlib.AsyncExitStack
+) -> list[BrowserPage]:
+    """Launch Chromium (closed by ``stack``), sign ``config.browsers`` users in through the
+    login form at the deployment's front, and open ``room``'s page in each, live."""
+    if not config.browsers:
+        return []
+    from playwright.async_api import async_playwright, expect
+
+    from tests.services import CHROMIUM_ARGS, need_chromium
+
+    executable = need_chromium()
+    playwright = await stack.enter_async_context(async_playwright())
+    browser = await playwright.chromium.launch(
+        executable_path=executable, args=CHROMIUM_ARGS, headless=True
+    )
+    stack.push_async_callback(browser.close)
+    pages: list[BrowserPage] = []
+    for i, user in enumerate(PAGE_USERS[: config.browsers]):
+        context = await browser.new_context(base_url=deployment.http)
+        context.set_default_timeout(15_000)
+        page = await context.new_page()
+        await page.goto("/accounts/login/")
+        await page.fill("input[name=username]", user)
+        await page.fill("input[name=password]", DEMO_PASSWORD)
+        await page.get_by_role("button", name="Sign in").click()
+        await expect(page.locator(".username")).to_have_text(user)
+        await page.goto(f"/chat/room/{room}/")
+        await expect(page.locator("#connection-state")).to_have_attribute("data-state", "open")
+        pages.append(BrowserPage(f"page{i}", user, page))
+    return pages
+
+
 # --- Faults ----------------------------------------------------------------------------------
 
 
@@ -622,8 +727,9 @@ async def inject(
             fault.detail = victim.name
     elif fault.kind in ("restart", "kill"):
         # Each worker in turn: with two, both are hit (the leader among them).
-        server = deployment.workers[deployment.worker_faults % len(deployment.workers)]
-        deployment.worker_faults += 1
+        turn = deployment.worker_faults[fault.kind]
+        server = deployment.workers[turn % len(deployment.workers)]
+        deployment.worker_faults[fault.kind] += 1
         fault.detail = f"worker :{server.port}"
         kill = fault.kind == "kill"
         await asyncio.to_thread(
@@ -639,11 +745,19 @@ async def inject(
 async def run_faults(
     faults: list[Fault], config: Config, deployment: Deployment, clients: list[CheckClient]
 ) -> None:
-    """Inject ``faults`` at their times (one at a time: a late one waits for the last)."""
+    """Inject ``faults`` at their times: cuts on their own, the heavy ones one at a time (a
+    late one waits for the last to finish)."""
     started = time.monotonic()
-    for fault in faults:
-        await asyncio.sleep(max(0.0, fault.at - (time.monotonic() - started)))
-        await inject(fault, config, deployment, clients)
+
+    async def in_turn(queue: list[Fault]) -> None:
+        for fault in queue:
+            await asyncio.sleep(max(0.0, fault.at - (time.monotonic() - started)))
+            await inject(fault, config, deployment, clients)
+
+    await asyncio.gather(
+        in_turn([f for f in faults if f.kind == "cut"]),
+        in_turn([f for f in faults if f.kind != "cut"]),
+    )
 
 
 # --- The run ---------------------------------------------------------------------------------
@@ -659,6 +773,7 @@ class Row:
     client_id: str
     author: int
     created_at: datetime
+    text: str
 
 
 def stored_rows(database_url: str, rooms: list[int]) -> list[Row]:
@@ -666,7 +781,7 @@ def stored_rows(database_url: str, rooms: list[int]) -> list[Row]:
     (``postgres://…`` with psycopg, ``sqlite:///…`` read-only with sqlite3)."""
     marks = ",".join("?" * len(rooms))
     query = (
-        'SELECT room_id, "offset", id, client_id, author_id, created_at FROM chat_message '
+        'SELECT room_id, "offset", id, client_id, author_id, created_at, text FROM chat_message '
         f'WHERE room_id IN ({marks}) ORDER BY room_id, "offset"'
     )
     if database_url.startswith("sqlite:///"):
@@ -676,7 +791,10 @@ def stored_rows(database_url: str, rooms: list[int]) -> list[Row]:
     else:
         with psycopg.connect(database_url, connect_timeout=5) as conn:
             rows = conn.execute(query.replace("?", "%s"), rooms).fetchall()
-    return [Row(int(r[0]), int(r[1]), int(r[2]), str(r[3]), int(r[4]), _aware(r[5])) for r in rows]
+    return [
+        Row(int(r[0]), int(r[1]), int(r[2]), str(r[3]), int(r[4]), _aware(r[5]), str(r[6]))
+        for r in rows
+    ]
 
 
 def _aware(value: datetime | str) -> datetime:
@@ -752,12 +870,21 @@ async def _until(condition: Any, timeout: float) -> bool:
 
 
 async def traffic(config: Config, deployment: Deployment) -> Result:
-    """Run the clients and the faults against a started deployment; check; return figures."""
+    """Run the clients, the pages and the faults against a started deployment; wait until
+    every outbox is drained and everyone caught up (bounded by ``drain_seconds``); check."""
+    async with contextlib.AsyncExitStack() as stack:
+        return await _traffic(config, deployment, stack)
+
+
+async def _traffic(
+    config: Config, deployment: Deployment, stack: contextlib.AsyncExitStack
+) -> Result:
     rng = random.Random(config.seed)
     tokens = {
         user: await asyncio.to_thread(token_for_deployment, deployment, user) for user in USERS
     }
     rooms = await _create_rooms(deployment, tokens["alice"], config.rooms)
+    pages = await open_pages(config, deployment, rooms[0], stack)
     clients = [
         CheckClient(f"c{i}", user, tokens[user], deployment, rooms)
         for i, user in ((i, USERS[i % len(USERS)]) for i in range(config.clients))
@@ -770,30 +897,60 @@ async def traffic(config: Config, deployment: Deployment) -> Result:
     faults = schedule(config)
     started = time.monotonic()
 
+    def running() -> bool:
+        return time.monotonic() - started < config.seconds
+
     async def typist(client: CheckClient) -> None:
         # Poisson-ish: exponential gaps with the configured mean rate.
-        while time.monotonic() - started < config.seconds:
+        while running():
             await asyncio.sleep(rng.expovariate(config.rate))
-            if time.monotonic() - started < config.seconds:
+            if running():
                 await client.write(rng.choice(rooms))
+
+    async def page_typist(page: BrowserPage) -> None:
+        count = itertools.count(1)
+        while running():
+            await asyncio.sleep(rng.expovariate(config.page_rate))
+            if running():
+                await page.type(f"{page.name}-{next(count)} {uuid.uuid4().hex[:6]}")
+                await page.retry_failed()
+
+    async def pages_settled() -> bool:
+        for page in pages:
+            await page.retry_failed()
+            await page.read()
+        return all(page.local_left == 0 for page in pages)
+
+    async def pages_show(stored: list[tuple[int, int, str]]) -> bool:
+        for page in pages:
+            await page.read()
+        return all(page.shown == stored for page in pages)
 
     fault_task = asyncio.create_task(run_faults(faults, config, deployment, clients))
     try:
-        await asyncio.gather(*(typist(c) for c in clients))
+        await asyncio.gather(*(typist(c) for c in clients), *(page_typist(p) for p in pages))
         # Faults scheduled inside the traffic window finish (the deployment is whole again).
         await asyncio.wait_for(fault_task, config.drain_seconds)
         drain_started = time.monotonic()
-        drained = await _until(lambda: all(not c.outbox for c in clients), config.drain_seconds)
+
+        def left() -> float:
+            return max(5.0, config.drain_seconds - (time.monotonic() - drain_started))
+
+        drained = await _until(lambda: all(not c.outbox for c in clients), left())
+        settled = await _until_async(pages_settled, left())
         rows = stored_rows(deployment.database_url, rooms)
         last = {f"chat:room:{room}": 0 for room in rooms}
         for row in rows:
             last[f"chat:room:{row.room}"] = max(last[f"chat:room:{row.room}"], row.offset)
-        remaining = max(5.0, config.drain_seconds - (time.monotonic() - drain_started))
         caught_up = await _until(
             lambda: all(c.last_offset(s) >= last[s] for c in clients for s in c.streams),
-            remaining,
+            left(),
         )
+        first_room = [(r.offset, r.id, r.client_id) for r in rows if r.room == rooms[0]]
+        await _until_async(partial(pages_show, first_room), left())
         await asyncio.sleep(0.5)  # nothing more (no late duplicate) arrives
+        for page in pages:
+            await page.read()
         drain_took = time.monotonic() - drain_started
     finally:
         if not fault_task.done():
@@ -804,14 +961,26 @@ async def traffic(config: Config, deployment: Deployment) -> Result:
             runner.cancel()
         await asyncio.gather(*runners, fault_task, return_exceptions=True)
     rows = stored_rows(deployment.database_url, rooms)
-    result = verify(config, clients, rows, faults)
+    result = verify(config, clients, rows, faults, pages, rooms[0])
     result.figures["drain_s"] = round(drain_took, 2)
     result.timeline = [(t, c.name, what) for c in clients for t, what in c.log]
     if not drained:
         result.problems.append(f"outboxes not drained in {config.drain_seconds} s")
+    if not settled:
+        left_over = {p.name: p.local_left for p in pages}
+        result.problems.append(f"pages still show unsent messages: {left_over}")
     if not caught_up:
         result.problems.append("clients not caught up with the stored messages in time")
     return result
+
+
+async def _until_async(condition: Callable[[], Awaitable[bool]], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.3)
+    return True
 
 
 def _near(faults: list[Fault], when: datetime) -> str:
@@ -822,9 +991,15 @@ def _near(faults: list[Fault], when: datetime) -> str:
 
 
 def verify(
-    config: Config, clients: list[CheckClient], rows: list[Row], faults: list[Fault]
+    config: Config,
+    clients: list[CheckClient],
+    rows: list[Row],
+    faults: list[Fault],
+    pages: Sequence[BrowserPage] = (),
+    page_room: int = 0,
 ) -> Result:
-    """Compare what the clients were told and saw with what the database holds."""
+    """Compare what the clients were told and saw, and what the pages show, with what the
+    database holds. Returns the figures and a list of problems (empty: exactly once)."""
     problems: list[str] = []
     by_room: dict[int, list[Row]] = {}
     for row in rows:
@@ -847,9 +1022,37 @@ def verify(
             problems.append(f"gap: chat:room:{room} stored offsets {offsets[:5]}…{offsets[-5:]}")
 
     sent = {cid: out for c in clients for cid, out in c.sent.items()}
-    foreign = [cid for cid in by_client_id if cid not in sent]
+    typed = {text: page for page in pages for text in page.typed}
+    foreign = [r.client_id for r in rows if r.client_id not in sent and r.text not in typed]
     if foreign:
         problems.append(f"stored but never sent by a client: {foreign[:10]}")
+
+    # What the pages typed is stored once (matched by text: the page picks the client_id),
+    # and each page ends showing exactly the stored list of its room.
+    by_text = Counter(r.text for r in rows if r.room == page_room)
+    page_lost = 0
+    for text, page in typed.items():
+        if by_text[text] == 0:
+            page_lost += 1
+            problems.append(f"lost: {page.name} typed {text!r}, not stored")
+        elif by_text[text] > 1:
+            duplicates += by_text[text] - 1
+            problems.append(f"duplicate: {page.name} typed {text!r}, stored {by_text[text]} times")
+    expected = [(r.offset, r.id, r.client_id) for r in by_room.get(page_room, [])]
+    page_mismatch = 0
+    for page in pages:
+        if page.shown != expected:
+            page_mismatch += 1
+            shown = [o for o, _, _ in page.shown]
+            missing = sorted(set(r[0] for r in expected) - set(shown))
+            extra = sorted(set(shown) - set(r[0] for r in expected))
+            repeated = sorted(o for o, n in Counter(shown).items() if n > 1)
+            problems.append(
+                f"page: {page.name} shows {len(page.shown)} messages, stored "
+                f"{len(expected)}: missing offsets {_ranges(missing)}, not stored "
+                f"{_ranges(extra)}, twice {_ranges(repeated)}, "
+                f"in order {shown == sorted(shown)}, still local {page.local_left}"
+            )
 
     # Every ack names a stored message, the right one.
     lost_acked = 0
@@ -932,7 +1135,7 @@ def verify(
         "acked": acked,
         "stored": len(rows),
         "duplicates": duplicates,
-        "lost": lost_acked + missing_total,
+        "lost": lost_acked + missing_total + page_lost,
         "lost_acked": lost_acked,
         "lost_unseen": missing_total,
         "delivered_twice": repeated_total,
@@ -942,8 +1145,21 @@ def verify(
         "resends": total["resends"],
         "duplicate_acks": total["duplicate_acks"],
         "reconnects": total["reconnects"],
+        "connects_refused": sum(v for k, v in total.items() if k.startswith("connect_")),
+        "max_offline_s": round(max((c.max_offline for c in clients), default=0.0), 2),
         "faults": sum(injected.values()),
         **{f"faults_{k}": injected[k] for k in FAULT_KINDS if k in config.faults},
+        **(
+            {
+                "pages": len(pages),
+                "page_typed": len(typed),
+                "page_lost": page_lost,
+                "page_retries": sum(p.retries for p in pages),
+                "pages_not_matching": page_mismatch,
+            }
+            if pages
+            else {}
+        ),
         "send_errors": sum(v for k, v in total.items() if k.startswith("send_error_")),
         "subscribe_errors": sum(v for k, v in total.items() if k.startswith("subscribe_error_")),
     }
@@ -994,30 +1210,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", choices=["sqlite", "postgres"])
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--rooms", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=4.0, help="messages/s per client")
     parser.add_argument(
         "--faults",
         type=_faults,
-        help="kind=count,… (cut, restart, kill, redis); default: the CI mix scaled to --seconds",
+        help="kind=count,… (cut, restart, kill, redis); default: Config.ci's mix for --seconds",
     )
     parser.add_argument("--channel-layer", choices=["pubsub", "core"], default="pubsub")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--browsers", type=int, default=0, help="Chromium pages on the first room (0-2)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print the timeline")
     args = parser.parse_args(argv)
-    config = Config.ci(args.topology)
-    scale = max(1.0, args.seconds / 20.0)
-    faults = args.faults or {k: max(1, round(n * scale)) for k, n in config.faults.items()}
+    config = Config.ci(args.topology, seconds=args.seconds)
     config = dataclasses.replace(
         config,
         database=args.database or config.database,
         clients=args.clients,
         rooms=args.rooms,
-        seconds=args.seconds,
         rate=args.rate,
-        faults=faults,
+        faults=args.faults if args.faults is not None else config.faults,
         channel_layer=args.channel_layer,
         seed=args.seed,
+        browsers=args.browsers,
     )
     with tempfile.TemporaryDirectory(prefix="townsquare-checker-") as workdir:
         result = asyncio.run(run_check(config, Path(workdir)))
