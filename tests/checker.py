@@ -8,7 +8,11 @@ every client has drained its outbox:
    1, 2, 3, … with no gap;
 2. every client (each stayed or came back) saw every stored message exactly once, in offset
    order, across all the sockets it opened;
-3. no client saw a message that is not stored (same offset, ``id`` and ``client_id``).
+3. no client saw a message that is not stored (same offset, ``id`` and ``client_id``);
+4. optionally, two Chromium pages on the first room, typing into the composer as people do
+   (the bundled client's outbox resends with the same ``client_id``), have each typed text
+   stored once and end showing exactly the stored list (offset, ``id``, ``client_id`` of
+   each item of ``#messages``), with nothing left pending.
 
 The clients are real ``websockets`` asyncio clients signed in with JWTs from
 ``POST /api/token/`` (the demo users). Each behaves as the protocol asks of a client that
@@ -34,7 +38,7 @@ private Redis, as ``tests/test_server_nginx.py`` runs them).
 
 Use it from a test (``tests/test_checker.py``), from ``bench/``, or from a shell::
 
-    .venv/bin/python -m tests.checker --topology nginx --seconds 300 --clients 12
+    .venv/bin/python -m tests.checker --topology nginx --seconds 300 --clients 12 --browsers 2
 
 Everything runs on 127.0.0.1; every wait is bounded; only processes started here are
 stopped, by PID. The figures are printed by ``Result.describe()``.
