@@ -31,6 +31,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from realtime.api_errors import api_error
+from realtime.idempotency import (
+    IDEMPOTENCY_IN_FLIGHT,
+    IDEMPOTENCY_PARAMETERS,
+    IDEMPOTENCY_RESPONSES,
+    idempotent,
+)
 
 from . import selectors, services
 from .models import Message, Room
@@ -237,6 +243,22 @@ class MessageListCreateView(generics.ListCreateAPIView[Message]):
     def get_queryset(self) -> QuerySet[Message]:
         room = _readable_room(self.request, self.kwargs["room_id"])
         return Message.objects.filter(room=room).select_related("author")
+
+    @extend_schema(
+        parameters=IDEMPOTENCY_PARAMETERS,
+        responses={
+            200: OpenApiResponse(
+                MessageSerializer, description="a client_id already used: the stored message"
+            ),
+            201: MessageSerializer,
+            409: IDEMPOTENCY_IN_FLIGHT,
+            **IDEMPOTENCY_RESPONSES,
+        },
+    )
+    @idempotent
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """Send a message; with an ``Idempotency-Key``, a retry gets the first answer."""
+        return self.create(request, *args, **kwargs)
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         form = MessageSerializer(data=request.data)

@@ -21,3 +21,7 @@ class RealtimeConfig(AppConfig):
         # users of a worker that died as gone.
         register_service("presence-heartbeat", run_heartbeat, leader_only=False)
         register_service("presence-reaper", run_reaper, leader_only=True)
+        # The leader deletes the HTTP API's expired idempotency keys.
+        from .idempotency import run_expiry
+
+        register_service("idempotency-expiry", run_expiry, leader_only=True)

@@ -95,6 +95,9 @@ class RealtimeSettings:
     JWT_TTL_SECONDS: int = 15 * 60
     #: Key for ``POST /api/publish/`` (header ``X-Townsquare-Key``); empty disables it.
     PUBLISH_API_KEY: str = field(default="", repr=False, metadata=env_name("PUBLISH_API_KEY"))
+    #: How long an ``Idempotency-Key`` of the HTTP API and its recorded answer are kept, in
+    #: seconds (``realtime.idempotency``); a key used again after this is a new request.
+    IDEMPOTENCY_KEY_TTL_SECONDS: int = 24 * 60 * 60
 
     # --- Redis and the deployment's workers ---
     #: Seconds one Redis call may take where someone waits on it (a group join, a publish, a

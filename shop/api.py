@@ -12,7 +12,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import generics, serializers, status
 from rest_framework.permissions import AllowAny, IsAdminUser, IsAuthenticated
 from rest_framework.request import Request
@@ -20,6 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from realtime.api_errors import api_error
+from realtime.idempotency import IDEMPOTENCY_PARAMETERS, IDEMPOTENCY_RESPONSES, idempotent
 
 from . import selectors, services
 from .models import Item
@@ -63,8 +64,9 @@ OutOfStockResponse = inline_serializer(
     {
         "code": serializers.CharField(),
         "detail": serializers.CharField(),
-        "requested": serializers.IntegerField(),
-        "available": serializers.IntegerField(),
+        # Only with "out_of_stock" (not "idempotency_key_in_flight").
+        "requested": serializers.IntegerField(required=False),
+        "available": serializers.IntegerField(required=False),
     },
 )
 
@@ -116,13 +118,25 @@ class ItemDetailView(generics.RetrieveAPIView[Item]):
 
 class PurchaseView(APIView):
     """``POST {quantity}`` → 201; 409 ``{code: "out_of_stock", detail, requested, available}``
-    when there is not enough; never oversells."""
+    when there is not enough; never oversells. With an ``Idempotency-Key`` a retry buys
+    nothing and gets the first answer (``realtime.idempotency``)."""
 
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
-        request=QuantitySerializer, responses={201: PurchaseResponse, 409: OutOfStockResponse}
+        request=QuantitySerializer,
+        parameters=IDEMPOTENCY_PARAMETERS,
+        responses={
+            201: PurchaseResponse,
+            409: OpenApiResponse(
+                OutOfStockResponse,
+                description="`out_of_stock` (with `requested` and `available`), or "
+                "`idempotency_key_in_flight`",
+            ),
+            **IDEMPOTENCY_RESPONSES,
+        },
     )
+    @idempotent
     def post(self, request: Request, pk: int) -> Response:
         form = QuantitySerializer(data=request.data)
         form.is_valid(raise_exception=True)
