@@ -13,6 +13,8 @@ class RealtimeConfig(AppConfig):
         # statistics) or settings; not for an import cycle.
         from .background import register_service
         from .presence import run_heartbeat, run_reaper
+        from .signout import run_listener
+        from .signout_receivers import connect as connect_signout
         from .worker_stats import run_flusher
 
         # Every process writes its socket and user counts for the whole deployment to see.
@@ -25,3 +27,7 @@ class RealtimeConfig(AppConfig):
         from .idempotency import run_expiry
 
         register_service("idempotency-expiry", run_expiry, leader_only=True)
+        # Sockets end with the sign-in: Django's logout and the user model's saves and
+        # deletions become sign-outs, which every process hears from startup on.
+        connect_signout()
+        register_service("signout-listener", run_listener, leader_only=False)

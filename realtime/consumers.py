@@ -30,14 +30,14 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-from . import actions, events, metrics, presence, registry, signals
+from . import actions, events, metrics, presence, registry, signals, signout
 from .actions import ActionContext, ActionHandler
 from .conf import rt_settings
 from .errors import map_exception
 from .frames import Renderer
 from .hub import get_hub
 from .limits import TokenBucket, connection_caps, replay_executor, replay_lanes
-from .middleware import SERVER_SEND_KEY, SUBPROTOCOL
+from .middleware import SERVER_SEND_KEY, SIGN_IN_KEY, SUBPROTOCOL, SignIn
 from .outbox import Outbox
 from .protocol import CloseCode, ErrorCode, ProtocolError, encode_ack, encode_error, encode_event
 from .publish import apublish
@@ -58,7 +58,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     a binary frame closes with 1003; a text frame over ``MAX_FRAME_BYTES`` closes with 1009;
     frames beyond ``FRAMES_PER_SECOND`` (burst ``FRAME_BURST``) are dropped with a
     ``rate_limited`` error, and ``RATE_LIMIT_CLOSE_AFTER`` drops in a row close with 4029;
-    unsent output over ``OUTBOX_MAX_BYTES`` closes with 4008. More than
+    unsent output over ``OUTBOX_MAX_BYTES`` closes with 4008. A signed-in socket closes with
+    4002 when its sign-in ends (logout, password change, deactivation, deletion:
+    ``realtime.signout``), on whichever worker it is. More than
     ``MAX_SOCKETS_PER_USER`` / ``MAX_SOCKETS_PER_ADDRESS`` sockets in this process are refused
     at the handshake (HTTP 429 with a JSON body where the server supports ASGI's
     ``websocket.http.response`` extension, else 403).
@@ -82,6 +84,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     _worker: asyncio.Task[None] | None = None
     #: Set while the reader waits for room in the queue.
     _space: asyncio.Future[None] | None = None
+    #: True once registered with ``realtime.signout`` (until the disconnect).
+    _indexed = False
+    #: Set when the sign-in ended (``end_sign_in``): frames read after it are dropped.
+    signed_out = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Run the socket: Channels' ``AsyncConsumer.__call__`` for a consumer without a
@@ -178,6 +184,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
             subprotocol = SUBPROTOCOL
         await super().accept(subprotocol, headers)
         self.accepted = True
+        if self.sign_in is not None:
+            # Indexed by user on this worker, so that a sign-out heard by any worker closes
+            # it (realtime.signout); a sign-out heard since its credentials were read ends it
+            # here.
+            self._indexed = True
+            await signout.register(self)
         metrics.socket_opened()
         signals.socket_opened.send(sender=type(self), consumer=self)
         logger.info(
@@ -214,6 +226,9 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         if self._counted is not None:
             connection_caps.release(*self._counted)
             self._counted = None
+        if self._indexed:
+            self._indexed = False
+            await signout.unregister(self)
         for stream in list(self.subscriptions):
             await self.close_subscription(stream)
         if self.accepted:
@@ -240,8 +255,10 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         Nothing here waits on the database or the channel layer, so every frame is counted
         against the rate limit when it arrives, however busy the socket's earlier frames are.
         """
-        if self._counted is None:
-            return  # refused at the handshake; the server is closing it
+        if self._counted is None or self.signed_out:
+            # Refused at the handshake, or the sign-in ended: the server is closing it, and
+            # nothing more is done on the ended sign-in's behalf.
+            return
         text = message.get("text")
         if text is None:
             metrics.frame_in("binary")
@@ -376,6 +393,27 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
         )
         self.send_text(encode_error(code, detail, ref, **fields), "error")
 
+    def end_sign_in(self, reason: str, detail: str) -> None:
+        """The socket's sign-in ended (``realtime.signout``): drop the frames not yet handled,
+        refuse later ones, then close with 4002 after ``signed_out_frame``. Idempotent; never
+        awaits (called from the hub's delivery)."""
+        if self.signed_out:
+            return
+        self.signed_out = True
+        self._queue.clear()
+        logger.info(
+            "event=socket.signed_out reason=%s path=%s user=%s",
+            reason,
+            self.scope.get("path"),
+            self.user_label,
+        )
+        self.signed_out_frame(reason, detail)
+        metrics.closed(CloseCode.SIGNED_OUT)
+        self.outbox.close(CloseCode.SIGNED_OUT, "signed out")
+
+    def signed_out_frame(self, reason: str, detail: str) -> None:
+        """Queue what the client reads before close 4002 (the seed endpoints: nothing)."""
+
     def _on_overflow(self) -> None:
         logger.warning(
             "slow reader closed path=%s user=%s", self.scope.get("path"), self.user_label
@@ -389,6 +427,12 @@ class RealtimeConsumer(AsyncWebsocketConsumer):
     def user(self) -> AbstractBaseUser | AnonymousUser:
         """The signed-in user (session or token), or ``AnonymousUser``."""
         return self.scope.get("user") or AnonymousUser()
+
+    @property
+    def sign_in(self) -> SignIn | None:
+        """How the socket signed in (``middleware.SignIn``), or None when anonymous."""
+        sign_in = self.scope.get(SIGN_IN_KEY)
+        return sign_in if isinstance(sign_in, SignIn) else None
 
     @property
     def user_label(self) -> str:
@@ -572,6 +616,12 @@ class StreamConsumer(RealtimeConsumer):
             detail = self.scope.get("auth_error_detail", "the token was refused")
             await self.send_error(ErrorCode.UNAUTHENTICATED, detail, reason=auth_error)
             await self.close(CloseCode.UNAUTHENTICATED, auth_error)
+
+    def signed_out_frame(self, reason: str, detail: str) -> None:
+        """``error {code: "unauthenticated", reason, detail}`` before close 4002; ``reason``
+        is ``logout``, ``password``, ``inactive`` or ``deleted``."""
+        metrics.error_sent(ErrorCode.UNAUTHENTICATED)
+        self.send_text(encode_error(ErrorCode.UNAUTHENTICATED, detail, reason=reason), "error")
 
     async def receive_frame(self, frame: dict[str, Any]) -> None:
         """Dispatch a client frame to ``handle_<type>`` or a registered action."""

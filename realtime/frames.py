@@ -14,6 +14,9 @@ Layer messages (``type`` first):
 - ``hub.revoke``: ``{stream, user: int, detail: str}``, end one user's subscriptions;
 - ``hub.probe``: ``{n: int}``, a hub's probe of the layer, sent to its own channel.
 
+A sign-out (``realtime.signout``) crosses as a ``hub.frame`` on the internal stream
+``SIGNOUT_STREAM``, whose text is ``{"type": "signout", "data": {user, reason, ...}}``.
+
 ``ts`` is the publish time in Unix seconds, for the publish-to-send latency histogram.
 """
 
@@ -33,6 +36,9 @@ FRAMES_MESSAGE_TYPE = "hub.frames"
 REVOKE_MESSAGE_TYPE = "hub.revoke"
 #: Channel-layer message type of a hub's probe of the layer, sent to its own channel.
 PROBE_MESSAGE_TYPE = "hub.probe"
+#: The internal stream of ended sign-ins (``realtime.signout``): every process with a
+#: signed-in socket listens to it; its frames carry a sign-out, never an event for a client.
+SIGNOUT_STREAM = "sys:signout"
 
 
 def group_name(stream: str) -> str:

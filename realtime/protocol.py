@@ -40,6 +40,10 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
     #: The credentials offered (token) were invalid or expired; get a new token, then reconnect.
     UNAUTHENTICATED = 4001
+    #: The sign-in that opened the socket ended: a logout of its session, a password change
+    #: (other sessions, older tokens), the account deactivated or deleted
+    #: (``realtime.signout``); final: sign in again, then reconnect.
+    SIGNED_OUT = 4002
     #: The endpoint needs a signed-in user or a membership the user does not have.
     FORBIDDEN = 4003
     #: The socket's unsent output exceeded ``OUTBOX_MAX_BYTES`` (slow reader); reconnect with

@@ -38,12 +38,13 @@ from .frames import (
     FRAME_MESSAGE_TYPE,
     FRAMES_MESSAGE_TYPE,
     REVOKE_MESSAGE_TYPE,
+    SIGNOUT_STREAM,
     Frame,
     group_name,
 )
 from .hub import current_hub
 from .layer import layer_call
-from .protocol import encode_event
+from .protocol import dumps, encode_event
 
 logger = logging.getLogger(__name__)
 
@@ -419,3 +420,20 @@ async def arevoke(stream: str, user_id: int, detail: str) -> bool:
 def revoke(stream: str, user_id: int, detail: str) -> bool:
     """Synchronous ``arevoke``, with ``publish``'s threading rules."""
     return _from_sync(arevoke, stream, user_id, detail, scheduled=True)
+
+
+async def asign_out(data: dict[str, Any]) -> bool:
+    """Tell every worker that a sign-in ended (``realtime.signout`` closes the sockets).
+
+    ``data`` is ``{user, reason, session?, password?}`` (``realtime.signout.SignOut``). It
+    crosses the layer once per process as a frame on ``SIGNOUT_STREAM``, which every process
+    with a signed-in socket listens to. Call it after the change has committed. Returns
+    False when the channel layer failed (logged): the other workers' sockets then stay open.
+    """
+    text = dumps({"type": "signout", "data": data})
+    return bool(await _publish_frames(SIGNOUT_STREAM, [(None, text)]))
+
+
+def sign_out(data: dict[str, Any]) -> bool:
+    """Synchronous ``asign_out``, with ``publish``'s threading rules."""
+    return _from_sync(asign_out, data, scheduled=True)

@@ -1,7 +1,11 @@
 """Short-lived JSON Web Tokens (RFC 7519, HS256 via PyJWT) for API clients and sockets.
 
-A token carries ``sub`` (the user id as a string), ``iat``, ``exp`` and ``typ="access"``,
-signed with ``SECRET_KEY``; its lifetime is ``TOWNSQUARE_REALTIME["JWT_TTL_SECONDS"]``.
+A token carries ``sub`` (the user id as a string), ``iat``, ``exp``, ``typ="access"`` and
+``pwd`` (a fingerprint of the user's password hash, ``password_fingerprint``), signed with
+``SECRET_KEY``; its lifetime is ``TOWNSQUARE_REALTIME["JWT_TTL_SECONDS"]``. A password change
+changes the fingerprint, so every token issued before it stops verifying (as Django's
+``get_session_auth_hash`` ends the other sessions); ``realtime.signout`` closes the sockets
+such tokens opened.
 It is accepted by the HTTP API (``Authorization: Bearer <token>``) and by sockets
 (``Sec-WebSocket-Protocol: townsquare, bearer.<token>`` or, as seed 001, ``?token=<token>``).
 """
@@ -15,6 +19,7 @@ import jwt
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.utils.crypto import constant_time_compare, salted_hmac
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from rest_framework import authentication, exceptions
@@ -24,6 +29,8 @@ from .conf import rt_settings
 
 ALGORITHM = "HS256"
 ISSUER = "townsquare"
+#: The claim holding ``password_fingerprint(user)`` at issue time.
+PASSWORD_CLAIM = "pwd"
 
 
 class TokenError(Exception):
@@ -33,6 +40,17 @@ class TokenError(Exception):
         super().__init__(detail)
         self.code = code
         self.detail = detail
+
+
+def password_fingerprint(user: AbstractBaseUser) -> str:
+    """16 hex digits (64 bits) that change whenever the user's password hash changes.
+
+    HMAC-SHA256 of the stored hash keyed with ``SECRET_KEY`` (Django's ``salted_hmac``, as in
+    ``AbstractBaseUser.get_session_auth_hash``, with a salt of our own so the value is not the
+    sessions' hash). It names no password: it only tells an old hash from the current one.
+    """
+    digest = salted_hmac("realtime.tokens.password", user.password, algorithm="sha256")
+    return digest.hexdigest()[:16]
 
 
 def issue_token(user: AbstractBaseUser) -> tuple[str, int]:
@@ -45,6 +63,7 @@ def issue_token(user: AbstractBaseUser) -> tuple[str, int]:
         "exp": now + ttl,
         "iss": ISSUER,
         "typ": "access",
+        PASSWORD_CLAIM: password_fingerprint(user),
     }
     return jwt.encode(claims, settings.SECRET_KEY, algorithm=ALGORITHM), ttl
 
@@ -56,6 +75,11 @@ def user_id_from_token(token: str) -> int:
         TokenError: ``token_expired`` past ``exp``; ``token_invalid`` for a bad signature,
             a malformed token, another algorithm, or missing claims.
     """
+    return int(_claims(token)["sub"])
+
+
+def _claims(token: str) -> dict[str, Any]:
+    # Verify the signature, the algorithm, the issuer, expiry and the required claims.
     try:
         claims = jwt.decode(
             token,
@@ -70,7 +94,7 @@ def user_id_from_token(token: str) -> int:
         raise TokenError("token_invalid", "the token is not valid") from exc
     if claims.get("typ") != "access" or not str(claims["sub"]).isdigit():
         raise TokenError("token_invalid", "the token is not valid")
-    return int(claims["sub"])
+    return claims
 
 
 def user_from_token(token: str) -> AbstractBaseUser:
@@ -78,13 +102,23 @@ def user_from_token(token: str) -> AbstractBaseUser:
 
     Raises:
         TokenError: as ``user_id_from_token``, or ``token_invalid`` for an unknown or
-            inactive user.
+            inactive user, or a token issued before the user's password last changed (its
+            ``pwd`` claim is not the current ``password_fingerprint``, or it has none).
     """
-    user_id = user_id_from_token(token)
-    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    return verify_token(token)[0]
+
+
+def verify_token(token: str) -> tuple[AbstractBaseUser, str]:
+    """``user_from_token``, also returning the token's ``pwd`` claim (the socket keeps it to
+    know, at a password change, whether the token that opened it still verifies)."""
+    claims = _claims(token)
+    user = get_user_model().objects.filter(pk=int(claims["sub"]), is_active=True).first()
     if user is None:
         raise TokenError("token_invalid", "the token's user does not exist or is inactive")
-    return user
+    claim = claims.get(PASSWORD_CLAIM)
+    if not isinstance(claim, str) or not constant_time_compare(claim, password_fingerprint(user)):
+        raise TokenError("token_invalid", "the token was issued before the password changed")
+    return user, claim
 
 
 class JWTAuthentication(authentication.BaseAuthentication):

@@ -13,8 +13,13 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 
-from realtime.middleware import SERVER_SEND_KEY, SocketAuthMiddleware, token_from_scope
-from realtime.tokens import ALGORITHM, ISSUER, issue_token
+from realtime.middleware import (
+    SERVER_SEND_KEY,
+    SIGN_IN_KEY,
+    SocketAuthMiddleware,
+    token_from_scope,
+)
+from realtime.tokens import ALGORITHM, ISSUER, issue_token, password_fingerprint
 
 from .conftest import bearer, communicator, receive, send, session_cookie
 
@@ -128,8 +133,12 @@ async def test_a_valid_token_signs_in_and_is_not_kept(alice: User) -> None:
     # Nothing the middleware added holds the token, and its frame, alive as long as the
     # socket, no longer does either.
     added = {k: v for k, v in inner.scope.items() if k not in scope}
-    assert set(added) == {"user", SERVER_SEND_KEY}
+    assert set(added) == {"user", SERVER_SEND_KEY, SIGN_IN_KEY}
     assert all(token not in repr(v) for v in added.values())
+    # How it signed in, for realtime.signout: the token's password fingerprint, no session.
+    sign_in = added[SIGN_IN_KEY]
+    assert (sign_in.user_id, sign_in.method, sign_in.session_key) == (alice.pk, "token", None)
+    assert sign_in.password == password_fingerprint(alice)
     assert inner.caller == "SocketAuthMiddleware.__call__"
     assert "token" not in inner.caller_locals
     assert all(not (isinstance(v, str) and token in v) for v in inner.caller_locals.values())

@@ -20,6 +20,7 @@ from realtime.tokens import (
     JWTAuthentication,
     TokenError,
     issue_token,
+    password_fingerprint,
     user_from_token,
     user_id_from_token,
 )
@@ -47,7 +48,8 @@ def test_an_issued_token_carries_the_documented_claims_and_verifies(alice: User)
     assert ttl == 120
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     claims = jwt.decode(token, settings.SECRET_KEY, algorithms=[ALGORITHM], issuer=ISSUER)
-    assert set(claims) == {"sub", "iat", "exp", "iss", "typ"}
+    assert set(claims) == {"sub", "iat", "exp", "iss", "typ", "pwd"}
+    assert claims["pwd"] == password_fingerprint(alice) and len(claims["pwd"]) == 16
     assert (claims["sub"], claims["iss"], claims["typ"]) == (str(alice.pk), "townsquare", "access")
     assert claims["exp"] - claims["iat"] == 120
     assert abs(claims["iat"] - time.time()) < 5
@@ -143,3 +145,29 @@ def test_drf_authentication_says_an_expired_token_expired(alice: User) -> None:
     with pytest.raises(AuthenticationFailed) as refused:
         JWTAuthentication().authenticate(request)
     assert refused.value.detail == "the token has expired"
+
+
+def test_a_password_change_refuses_older_tokens_and_not_newer_ones(alice: User) -> None:
+    old, _ = issue_token(alice)
+    alice.set_password("pw-alice-456")
+    alice.save()
+    with pytest.raises(TokenError) as refused:
+        user_from_token(old)
+    assert (refused.value.code, refused.value.detail) == (
+        "token_invalid",
+        "the token was issued before the password changed",
+    )
+    new, _ = issue_token(alice)
+    assert user_from_token(new) == alice
+    # Another save that keeps the hash keeps the tokens.
+    alice.first_name = "Alice"
+    alice.save()
+    assert user_from_token(new) == alice
+
+
+def test_a_token_without_the_password_claim_is_refused(alice: User) -> None:
+    token = signed(claims_for(alice.pk))
+    assert user_id_from_token(token) == alice.pk  # well signed, but from before the claim
+    with pytest.raises(TokenError) as refused:
+        user_from_token(token)
+    assert refused.value.code == "token_invalid"
