@@ -26,7 +26,7 @@
  *   streams are (re)subscribed. `reconnecting`: the socket dropped (or was found dead, or the
  *   browser went offline); waiting for or making the next attempt (see `nextAttemptAt`).
  *   `closed`: final; no more attempts (after `close()`, or the server closed with 4001
- *   unauthenticated or 4003 forbidden — see `closeCode`).
+ *   unauthenticated, 4002 signed out or 4003 forbidden — see `closeCode`).
  */
 
 /**
@@ -76,8 +76,12 @@
  * @property {number} attempts    how many times it was written since queued (or retried)
  */
 
-/** Close codes after which reconnecting cannot help: 4001 unauthenticated, 4003 forbidden. */
-const FINAL_CLOSE_CODES = new Set([4001, 4003]);
+/**
+ * Close codes after which reconnecting cannot help: 4001 unauthenticated, 4002 signed out
+ * (the sign-in ended: logout, password change, account deactivated or deleted), 4003
+ * forbidden.
+ */
+const FINAL_CLOSE_CODES = new Set([4001, 4002, 4003]);
 
 /** Subscribe errors worth retrying on the same socket (the others end the subscription). */
 const TRANSIENT_ERRORS = new Set(["unavailable", "rate_limited"]);
@@ -146,7 +150,7 @@ function randomId() {
  * One WebSocket connection to Townsquare's `/ws/`, carrying any number of stream
  * subscriptions, that reconnects by itself and delivers actions exactly once.
  *
- * - Reconnects after every drop except close codes 4001 and 4003, waiting a random delay
+ * - Reconnects after every drop except close codes 4001, 4002 and 4003, waiting a random delay
  *   between 0 and min(`maxDelay`, `baseDelay` × 2^attempt) ms ("full jitter", as in AWS's
  *   "Exponential Backoff and Jitter"); the attempt counter resets once a connection has
  *   stayed open for 5 s. With the default cap of 4 s, a server that comes back is reached
