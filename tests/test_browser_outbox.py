@@ -233,6 +233,38 @@ def test_offline_shows_truth_and_delivers_once_when_back(
     print(f"\noffline: badge left live after {left_live:.2f} s, live {back_live:.2f} s after")
 
 
+def test_many_messages_typed_offline_arrive_once_in_order(
+    new_page: Callable[[], Page], server: Server
+) -> None:
+    """50 messages queued offline go out paced under the server's rate limit (none dropped
+    as `rate_limited`, which would reorder them), each once, in the order typed."""
+    room = open_room(new_page, ("alice", "bob"))
+    alice, bob = room.pages
+    alice.context.set_offline(True)
+    expect(alice.locator("#connection-state")).to_have_attribute("data-state", "offline")
+    texts = [f"burst {i:02d}" for i in range(50)]
+    alice.evaluate(
+        """(texts) => {
+            const input = document.getElementById("composer-text");
+            const form = document.getElementById("composer");
+            for (const text of texts) {
+                input.value = text;
+                form.requestSubmit();
+            }
+        }""",
+        texts,
+    )
+    expect(alice.locator("#messages li.message.pending")).to_have_count(50)
+    alice.context.set_offline(False)
+    for page in (alice, bob):
+        expect(page.locator("#messages li.message:not(.local) .text")).to_have_text(
+            texts, timeout=15_000
+        )
+    expect(alice.locator("#messages li.local")).to_have_count(0)
+    on_server = [m["text"] for m in stored_on_server(server, room.id, "alice")]
+    assert list(reversed(on_server)) == texts
+
+
 def test_socket_cut_after_the_server_stored_a_send_shows_it_once(
     new_page: Callable[[], Page], server: Server, relay: Relay
 ) -> None:
@@ -344,6 +376,15 @@ def test_a_tab_coming_back_probes_its_socket(new_page: Callable[[], Page]) -> No
         }"""
     )
     silent["on"] = True
+    # Frames already on their way could still arrive: start once a ping has gone unanswered
+    # for a second (its pong would take milliseconds), well before the 10 s that end it.
+    alice.wait_for_function(
+        """() => {
+            const since = window.__townsquareClient._unansweredSince;
+            return since !== null && Date.now() - since > 1000;
+        }""",
+        timeout=8_000,
+    )
     # Headless pages are always visible: the event alone is what the client reacts to.
     shown_at = alice.evaluate(
         "() => { document.dispatchEvent(new Event('visibilitychange')); return Date.now(); }"

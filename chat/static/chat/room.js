@@ -348,9 +348,10 @@ function showError(text) {
   errorBox.hidden = !text;
 }
 
-/** Say so when messages sent now will wait for the connection: Send is never silently grey. */
+/** Say so when messages sent now will wait for the connection: Send is never silently grey.
+ * (Not during the first attempt of a page load: that is over in a moment.) */
 function showConnection(state) {
-  const waiting = !ended && state !== "open" && state !== "closed";
+  const waiting = !ended && state === "reconnecting";
   composerStatus.textContent = waiting
     ? "Not connected right now: messages you send wait here and go out when the connection is back."
     : "";

@@ -99,9 +99,15 @@ const TRANSIENT_ACTION_ERRORS = new Set([
 /** The connection counts as healthy (backoff resets) after staying open this long, in ms. */
 const STABLE_AFTER_MS = 5000;
 
-/** Outbox actions written but not yet answered, at most, on one socket. The server's frame
- * burst is 40 (docs/protocol.md, Limits): a long outbox is sent in windows, not all at once. */
+/** Outbox actions written but not yet answered, at most, on one socket. */
 const OUTBOX_WINDOW = 16;
+
+/** Outbox writes are paced by a token bucket (capacity, refill per second) well inside the
+ * server's default frame limit (burst 40, 20 per second; docs/protocol.md, Limits), so a long
+ * outbox sent after a reconnect is not dropped as `rate_limited` (an error without `ref`,
+ * noticed only after `ackTimeout`, and out of order). */
+const OUTBOX_BURST = 16;
+const OUTBOX_PER_SECOND = 10;
 
 /** How long a tab coming back to the foreground waits for any frame after its probe ping
  * before it calls an open socket dead, in ms. */
@@ -260,6 +266,8 @@ export class RealtimeClient {
     this._probeTimer = null;
     this._stableTimer = null;
     this._lastReceived = 0;
+    /** Paces outbox writes (`_takeWriteToken`). */
+    this._writeBucket = { tokens: OUTBOX_BURST, at: Date.now(), timer: null };
     /** @type {number | null} when the first ping since the last frame received was sent. */
     this._unansweredSince = null;
     this._onOnline = () => this._browserOnline();
@@ -825,17 +833,45 @@ export class RealtimeClient {
     for (const callback of [...this._outboxListeners]) safeCall(callback, snapshot);
   }
 
-  /** Write pending entries that are neither in flight nor waiting, in order, up to the window. */
+  /** Write pending entries that are not in flight, in order, up to the window and as the
+   * pace allows. An entry waiting out a retry delay holds back the ones queued after it, so
+   * they do not overtake it (entries already in flight may still be answered first). */
   _flushOutbox() {
     if (!this._isOpen()) return;
     let inFlight = 0;
     for (const entry of this._outbox.values()) if (entry.ref !== null) inFlight += 1;
     for (const entry of this._outbox.values()) {
       if (inFlight >= OUTBOX_WINDOW) break;
-      if (entry.state !== "pending" || entry.ref !== null || entry.retryTimer !== null) continue;
+      if (entry.state !== "pending" || entry.ref !== null) continue;
+      if (entry.retryTimer !== null) break;
+      if (!this._takeWriteToken()) break;
       this._writeEntry(entry);
       inFlight += 1;
     }
+  }
+
+  /** Take one token from the outbox's write bucket; when it is empty, flush again as soon as
+   * a token is back, and say no. */
+  _takeWriteToken() {
+    const now = Date.now();
+    const bucket = this._writeBucket;
+    bucket.tokens = Math.min(
+      OUTBOX_BURST,
+      bucket.tokens + ((now - bucket.at) / 1000) * OUTBOX_PER_SECOND,
+    );
+    bucket.at = now;
+    if (bucket.tokens >= 1) {
+      bucket.tokens -= 1;
+      return true;
+    }
+    if (bucket.timer === null) {
+      const wait = ((1 - bucket.tokens) / OUTBOX_PER_SECOND) * 1000;
+      bucket.timer = setTimeout(() => {
+        bucket.timer = null;
+        this._flushOutbox();
+      }, wait);
+    }
+    return false;
   }
 
   _writeEntry(entry) {

@@ -44,7 +44,8 @@ function describe(state, now) {
   if (navigator.onLine === false) return ["offline", "offline", false];
   if (state === "connecting") return ["connecting", "connecting…", false];
   const due = client.nextAttemptAt;
-  if (due === null || client.socket !== null) return ["reconnecting", "reconnecting…", true];
+  // An attempt under way: nothing to retry yet.
+  if (due === null || client.socket !== null) return ["reconnecting", "reconnecting…", false];
   const seconds = Math.max(0, Math.ceil((due - now) / 1000));
   return ["reconnecting", `reconnecting in ${seconds} s`, true];
 }
