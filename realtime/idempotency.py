@@ -197,25 +197,25 @@ def _claim(
     attempt = secrets.token_hex(16)
     for _ in range(3):  # each turn follows a row that changed under us
         now = timezone.now()
-        try:
-            # Its own transaction (a savepoint when the caller is in one): committed before
-            # the write starts, so a concurrent retry finds it.
-            with transaction.atomic():
-                row = IdempotencyKey.objects.create(
-                    user_id=user.pk,
-                    key=key,
-                    request_path=request_path,
-                    fingerprint=fingerprint,
-                    attempt=attempt,
-                    created_at=now,
-                    locked_at=now,
-                )
-            return _Claim(row.pk, attempt)
-        except IntegrityError:
-            pass
+        # Read first: a replay then costs one read, and takes no write lock (SQLite).
         found = IdempotencyKey.objects.filter(user_id=user.pk, key=key).first()
         if found is None:
-            continue  # freed meanwhile (a 5xx, or expiry): take it
+            try:
+                # Its own transaction (a savepoint when the caller is in one): committed
+                # before the write starts, so a concurrent retry finds it.
+                with transaction.atomic():
+                    row = IdempotencyKey.objects.create(
+                        user_id=user.pk,
+                        key=key,
+                        request_path=request_path,
+                        fingerprint=fingerprint,
+                        attempt=attempt,
+                        created_at=now,
+                        locked_at=now,
+                    )
+                return _Claim(row.pk, attempt)
+            except IntegrityError:
+                continue  # a concurrent request inserted it first: read it
         if found.created_at <= now - _ttl():
             # Expired, not yet swept: a new key. Only the row we saw is deleted.
             IdempotencyKey.objects.filter(pk=found.pk, attempt=found.attempt).delete()

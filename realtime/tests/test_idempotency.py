@@ -12,6 +12,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.db import OperationalError
+from django.db.models import QuerySet
 from django.utils import timezone
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -199,6 +200,34 @@ def test_a_retry_while_the_first_runs_is_409_and_writes_nothing(ann: User) -> No
     assert Group.objects.count() == 1
     # Once the first has answered, the retry gets its answer.
     assert post(ann, {"name": "g1"}).content == first.content
+
+
+def test_a_key_inserted_between_the_read_and_the_insert_is_read_again(
+    ann: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = timezone.now()
+    IdempotencyKey.objects.create(
+        user=ann,
+        key="k-1",
+        request_path="POST /api/w/",
+        fingerprint=request_fingerprint({"name": "g1"}),
+        attempt="other",
+        created_at=now,
+        locked_at=now,
+    )
+    reads: list[object] = []
+    first = QuerySet.first
+
+    def first_misses_once(queryset: QuerySet[Any]) -> Any:
+        found = first(queryset)
+        reads.append(found)
+        return None if len(reads) == 1 else found  # the race: not there yet at the read
+
+    monkeypatch.setattr(QuerySet, "first", first_misses_once)
+    answer = post(ann, {"name": "g1"})
+    assert answer.status_code == 409  # the unique constraint caught it; then read: in flight
+    assert len(reads) == 2
+    assert WriteView.calls == 0
 
 
 def test_a_key_is_per_user(ann: User, ben: User) -> None:
