@@ -285,37 +285,49 @@ _PATH_RE = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _FIELD_RE = re.compile(r"field `(?P<field>[^`]+)`")
 
 
-def check(stream: str, event: str, data: Any, offset: int | None = None) -> None:
+def validate(stream: str, event: str, data: Any, offset: int | None = None) -> None:
     """Refuse ``event`` on ``stream`` unless declared for its kind with this shape.
 
     Raises:
         InvalidEvent: undeclared kind or event, wrong ``data`` (missing, unknown or mistyped
             field; not an object), an offset on an event declared without one or none on a
-            durable one. Logged at ERROR as ``event=invalid_event`` first.
+            durable one. Nothing is logged: for input a client sent (``POST /api/publish/``),
+            which answers 400; ``check`` is the publish path's, and logs.
     """
     kind, found = lookup(stream, event)
+    if kind is None:
+        raise InvalidEvent(stream, None, event, None, "no events are declared for this stream")
+    if found is None:
+        raise InvalidEvent(stream, kind, event, None, "event not declared for this kind")
+    if found.durable is True and offset is None:
+        raise InvalidEvent(stream, kind, event, None, "durable event published without offset")
+    if found.durable is False and offset is not None:
+        raise InvalidEvent(stream, kind, event, None, "offset on an event without one")
     try:
-        if kind is None:
-            raise InvalidEvent(stream, None, event, None, "no events are declared for this stream")
-        if found is None:
-            raise InvalidEvent(stream, kind, event, None, "event not declared for this kind")
-        if found.durable is True and offset is None:
-            raise InvalidEvent(stream, kind, event, None, "durable event published without offset")
-        if found.durable is False and offset is not None:
-            raise InvalidEvent(stream, kind, event, None, "offset on an event without one")
-        try:
-            msgspec.convert(data, found.payload)
-        except msgspec.ValidationError as exc:
-            detail = str(exc)
-            field = None
-            at = _PATH_RE.search(detail)
-            if at:
-                field = at["path"] or None
-                detail = detail[: at.start()]
-            named = _FIELD_RE.search(detail)
-            if named:  # missing or unknown field: its name is in the message
-                field = f"{field}.{named['field']}" if field else named["field"]
-            raise InvalidEvent(stream, kind, event, field, detail) from None
+        msgspec.convert(data, found.payload)
+    except msgspec.ValidationError as exc:
+        detail = str(exc)
+        field = None
+        at = _PATH_RE.search(detail)
+        if at:
+            field = at["path"] or None
+            detail = detail[: at.start()]
+        named = _FIELD_RE.search(detail)
+        if named:  # missing or unknown field: its name is in the message
+            field = f"{field}.{named['field']}" if field else named["field"]
+        raise InvalidEvent(stream, kind, event, field, detail) from None
+
+
+def check(stream: str, event: str, data: Any, offset: int | None = None) -> None:
+    """Refuse ``event`` on ``stream`` unless declared for its kind with this shape
+    (``validate``), logged at ERROR as ``event=invalid_event``: on the publish path a refused
+    event is a bug in the code that published it.
+
+    Raises:
+        InvalidEvent: as ``validate``.
+    """
+    try:
+        validate(stream, event, data, offset)
     except InvalidEvent as exc:
         logger.error(
             "event=invalid_event stream=%s kind=%s name=%s field=%s detail=%r",

@@ -3,6 +3,7 @@ townsquare/converters.py)."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -128,3 +129,20 @@ def test_publish_refuses_integers_a_frame_cannot_carry(
     )
     assert response.status_code == 400, response.content
     assert field in response.json()
+
+
+@pytest.mark.django_db
+def test_publishing_an_undeclared_event_is_a_400_not_an_error_log(
+    settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Validation is on in every test: the client's event is checked before publish, answered
+    # 400 invalid, and logged as nothing worse than the request's own warning.
+    settings.TOWNSQUARE_REALTIME = {**settings.TOWNSQUARE_REALTIME, "PUBLISH_API_KEY": "k" * 32}
+    body = {"stream": "shop:item:1", "event": "shop.nonsense", "data": {}}
+    response = APIClient().post(
+        "/api/publish/", body, format="json", HTTP_X_TOWNSQUARE_KEY="k" * 32
+    )
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid"
+    assert "shop.nonsense" in response.json()["detail"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
