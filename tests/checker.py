@@ -74,7 +74,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Origin, Subprotocol
 
 if TYPE_CHECKING:
-    from playwright.async_api import Page
+    from playwright.async_api import ConsoleMessage, Page
+
+try:
+    from playwright.async_api import Error as PlaywrightError
+except ImportError:  # Playwright is needed for the pages only
+    PlaywrightError = Exception  # type: ignore[misc,assignment]
 
 from tests.conftest import DEMO_PASSWORD
 from tests.nginx import run_nginx
@@ -627,11 +632,45 @@ class BrowserPage:
     retries: int = 0
     shown: list[tuple[int, int, str]] = field(default_factory=list)
     local_left: int = 0  # items still pending or failed at the end
+    #: Why the page stopped taking input (its notice, error and connection state), if it did.
+    stuck: str = ""
+    console: list[str] = field(default_factory=list)  # the page's console warnings and errors
+    loads: int = 0  # page loads after the room was opened (the page reloads itself if stale)
 
     async def type(self, text: str) -> None:
-        await self.page.fill("#composer-text", text)
-        await self.page.press("#composer-text", "Enter")
+        """Type ``text`` and press Enter; if the composer does not take it within 15 s,
+        record the page's state in ``stuck`` and type no more."""
+        if self.stuck:
+            return
+        try:
+            await self.page.fill("#composer-text", text)
+            await self.page.press("#composer-text", "Enter")
+        except PlaywrightError as exc:
+            self.stuck = f"{time.strftime('%H:%M:%S')} {await self.state()}: {exc.message[:200]}"
+            return
         self.typed.append(text)
+
+    def on_load(self, _page: Page) -> None:
+        self.loads += 1
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        if message.type in ("warning", "error"):
+            self.console.append(f"{time.strftime('%H:%M:%S')} {message.type}: {message.text}")
+
+    async def state(self) -> str:
+        """The page's notice, error line, connection badge and composer, in a few words."""
+        return str(
+            await self.page.evaluate(
+                """() => JSON.stringify({
+                    notice: document.querySelector("#room-notice")?.textContent,
+                    error: document.querySelector("#composer-error")?.textContent,
+                    connection: document.querySelector("#connection-state")?.dataset.state,
+                    badge: document.querySelector("#connection-state")?.textContent,
+                    composer_disabled: document.querySelector("#composer-text")?.disabled,
+                    items: document.querySelectorAll("#messages li").length,
+                })"""
+            )
+        )
 
     async def retry_failed(self) -> None:
         """Click "Retry" on each message the page shows as not sent."""
@@ -674,6 +713,8 @@ async def open_pages(
         context = await browser.new_context(base_url=deployment.http)
         context.set_default_timeout(15_000)
         page = await context.new_page()
+        browser_page = BrowserPage(f"page{i}", user, page)
+        page.on("console", browser_page.on_console)
         await page.goto("/accounts/login/")
         await page.fill("input[name=username]", user)
         await page.fill("input[name=password]", DEMO_PASSWORD)
@@ -681,7 +722,8 @@ async def open_pages(
         await expect(page.locator(".username")).to_have_text(user)
         await page.goto(f"/chat/room/{room}/")
         await expect(page.locator("#connection-state")).to_have_attribute("data-state", "open")
-        pages.append(BrowserPage(f"page{i}", user, page))
+        page.on("load", browser_page.on_load)
+        pages.append(browser_page)
     return pages
 
 
@@ -1045,6 +1087,11 @@ def verify(
     expected = [(r.offset, r.id, r.client_id) for r in by_room.get(page_room, [])]
     page_mismatch = 0
     for page in pages:
+        if page.stuck:
+            problems.append(
+                f"page: {page.name} stopped taking input at {page.stuck}; "
+                f"its console: {page.console[-8:]}"
+            )
         if page.shown != expected:
             page_mismatch += 1
             shown = [o for o, _, _ in page.shown]
@@ -1160,6 +1207,7 @@ def verify(
                 "page_lost": page_lost,
                 "page_retries": sum(p.retries for p in pages),
                 "pages_not_matching": page_mismatch,
+                "page_reloads": sum(p.loads for p in pages),
             }
             if pages
             else {}
