@@ -37,6 +37,7 @@ class Room:
     id: int
     href: str
     pages: list[Page]
+    errors: list[str]  # uncaught exceptions in any of the pages
 
 
 def open_room(
@@ -48,6 +49,9 @@ def open_room(
     open it; return when every page is live. ``route`` handles every socket of the first
     page (installed before its first socket opens)."""
     pages = [new_page() for _ in users]
+    errors: list[str] = []
+    for page in pages:
+        page.on("pageerror", lambda error: errors.append(str(error)))
     if route is not None:
         pages[0].route_web_socket(WS_URL, route)
     for page, user in zip(pages, users, strict=True):
@@ -59,7 +63,7 @@ def open_room(
     for page in pages:
         wait_live(page)
     room_id = int(pages[0].locator("#room-id").text_content() or "")
-    return Room(id=room_id, href=href, pages=pages)
+    return Room(id=room_id, href=href, pages=pages, errors=errors)
 
 
 def until(page: Page, condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -195,6 +199,7 @@ def test_enter_clears_at_once_and_fast_messages_stay_apart(
     box.press("Shift+Enter")
     expect(box).to_have_value("not yet")
     assert len(relay.sent) == 2
+    assert room.errors == []
 
 
 def test_offline_shows_truth_and_delivers_once_when_back(
@@ -231,6 +236,7 @@ def test_offline_shows_truth_and_delivers_once_when_back(
     expect(alice.locator("#messages li.local")).to_have_count(0)
     assert [m["text"] for m in stored_on_server(server, room.id, "alice")].count(text) == 1
     print(f"\noffline: badge left live after {left_live:.2f} s, live {back_live:.2f} s after")
+    assert room.errors == []
 
 
 def test_many_messages_typed_offline_arrive_once_in_order(
@@ -263,6 +269,7 @@ def test_many_messages_typed_offline_arrive_once_in_order(
     expect(alice.locator("#messages li.local")).to_have_count(0)
     on_server = [m["text"] for m in stored_on_server(server, room.id, "alice")]
     assert list(reversed(on_server)) == texts
+    assert room.errors == []
 
 
 def test_socket_cut_after_the_server_stored_a_send_shows_it_once(
@@ -293,6 +300,7 @@ def test_socket_cut_after_the_server_stored_a_send_shows_it_once(
     alice.evaluate("window.__townsquareClient.socket.close()")
     wait_live(alice)
     expect(stored(alice, text)).to_have_count(1)
+    assert room.errors == []
 
 
 def test_a_pending_message_survives_a_reload_and_is_sent_once(
@@ -324,6 +332,7 @@ def test_a_pending_message_survives_a_reload_and_is_sent_once(
     expect(alice.locator("#messages li.local")).to_have_count(0)
     assert [m["text"] for m in stored_on_server(server, room.id, "alice")].count(text) == 1
     assert alice.evaluate("Object.values(sessionStorage).join()").find(text) == -1
+    assert room.errors == []
 
 
 def test_a_refused_message_fails_with_retry_and_discard(
@@ -355,6 +364,7 @@ def test_a_refused_message_fails_with_retry_and_discard(
     texts = [m["text"] for m in stored_on_server(server, room.id, "alice")]
     assert texts == ["retried"]
     assert [f["text"] for f in relay.sent] == ["retried", "discarded", "retried"]
+    assert room.errors == []
 
 
 def test_a_tab_coming_back_probes_its_socket(new_page: Callable[[], Page]) -> None:
