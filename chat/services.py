@@ -199,6 +199,12 @@ def _find_duplicates(
     return before, twins
 
 
+def _inactive_authors(batch: Sequence[NewMessage]) -> set[int]:
+    authors = {item.user.pk for item in batch}
+    active = User.objects.filter(pk__in=authors, is_active=True).values_list("pk", flat=True)
+    return authors - set(active)
+
+
 def _create_batch(batch: Sequence[NewMessage]) -> list[Message | Exception]:
     results: list[Message | Exception | None] = [None] * len(batch)
     by_room: dict[int, list[int]] = {}
@@ -210,9 +216,18 @@ def _create_batch(batch: Sequence[NewMessage]) -> list[Message | Exception]:
         for index, message in before.items():
             message.duplicate = True
             results[index] = message
-        if before or twins:
+        # A socket's user was read when it connected: one query checks that every author
+        # still exists and is active, so a deactivated or deleted author's message fails
+        # alone here instead of failing the batch (a foreign key) or being stored.
+        gone = _inactive_authors(batch)
+        for index, item in enumerate(batch):
+            if item.user.pk in gone and index not in before:
+                results[index] = PermissionDenied("your account is no longer active")
+        if before or twins or gone:
             for room_id, indexes in list(by_room.items()):
-                by_room[room_id] = [i for i in indexes if i not in before and i not in twins]
+                by_room[room_id] = [
+                    i for i in indexes if i not in before and i not in twins and results[i] is None
+                ]
                 if not by_room[room_id]:
                     del by_room[room_id]
         for room_id in sorted(by_room):

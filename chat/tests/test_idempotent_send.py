@@ -116,3 +116,30 @@ def test_post_messages_with_a_repeated_client_id_answers_200_with_the_first(demo
     assert (first.status_code, repeat.status_code) == (201, 200)
     assert repeat.json()["id"] == first.json()["id"]
     assert Message.objects.filter(room=demo.lobby).count() == 1
+
+
+def test_a_deactivated_or_deleted_author_fails_alone_in_a_batch(demo: Demo) -> None:
+    # The users were read when their sockets connected; since then carol was deactivated and
+    # dave deleted. Their messages fail alone; the others are stored, in order, gapless.
+    carol, dave = demo.carol, demo.dave
+    items = [
+        services.message_check(user=user, room_id=demo.lobby.pk, text=text, client_id="")
+        for user, text in [
+            (demo.alice, "a1"),
+            (carol, "c1"),
+            (demo.bob, "b1"),
+            (dave, "d1"),
+            (demo.alice, "a2"),
+        ]
+    ]
+    type(carol).objects.filter(pk=carol.pk).update(is_active=False)
+    type(dave).objects.filter(pk=dave.pk).delete()
+    results = services.message_create_many(items)
+    assert [type(r).__name__ for r in results] == [
+        "Message",
+        "PermissionDenied",
+        "Message",
+        "PermissionDenied",
+        "Message",
+    ]
+    assert stored(demo.lobby.pk) == [(1, "a1", ""), (2, "b1", ""), (3, "a2", "")]
