@@ -34,8 +34,15 @@ def _page(request: HttpRequest, rooms: object, param: str) -> Page:
 @login_required
 def room_list(request: HttpRequest) -> HttpResponse:
     """``/``: the rooms the user joined (``?mine=<n>``) and the other public rooms
-    (``?page=<n>``), each by name, 50 a page, with previous/next links."""
+    (``?page=<n>``), each by name, 50 a page, with previous/next links.
+
+    ``?name=<room name>`` (the "open a room" form, when its script has not run) redirects to
+    ``/chat/<name>/``, as the script does: reading, never creating.
+    """
     assert request.user.is_authenticated
+    name = request.GET.get("name", "").strip()
+    if name and "/" not in name:
+        return redirect("chat:room-by-name", room_name=name)
     context = {
         "mine": _page(request, selectors.room_list_joined(user=request.user), "mine"),
         "public": _page(request, selectors.room_list_public_not_joined(user=request.user), "page"),

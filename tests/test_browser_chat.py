@@ -50,7 +50,7 @@ def open_new_room(page: Page, name: str) -> None:
 def send(page: Page, text: str) -> None:
     page.fill("#composer-text", text)
     page.get_by_role("button", name="Send").click()
-    # Cleared on the server's ack.
+    # Cleared on Enter (the message waits in the outbox until acked).
     expect(page.locator("#composer-text")).to_have_value("")
 
 

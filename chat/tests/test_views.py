@@ -90,3 +90,12 @@ def test_join_and_leave_forms(demo: Demo) -> None:
     assert carol.post(f"/chat/room/{demo.staff.pk}/join/").status_code == 404
     assert carol.post(f"/chat/room/{demo.staff.pk}/leave/").status_code == 404
     assert carol.get(f"/chat/room/{demo.random.pk}/join/").status_code == 405
+
+
+def test_the_open_room_form_works_without_its_script(demo: Demo) -> None:
+    client = Client()
+    client.force_login(demo.alice)
+    response = client.get("/", {"name": "book-club"})
+    assert (response.status_code, response["Location"]) == (302, "/chat/book-club/")
+    assert not Room.objects.filter(name="book-club").exists()
+    assert client.get("/", {"name": "a/b"}).status_code == 200
