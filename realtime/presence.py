@@ -436,13 +436,15 @@ async def run_heartbeat() -> None:
         for stream, user in back:
             announced.add((stream, user["id"]))
             await apublish(stream, "presence.join", {"user": user})
-        await _restore_pending(current, announced)
+        await restore_pending(current, announced)
 
 
-async def _restore_pending(renewed: list[Entry], announced: set[tuple[str, int]]) -> None:
-    # Entries whose arrival the store never confirmed are in it now: say so to the others
-    # (unless the renewal just did; a repeated join is harmless, clients keep a set), and
-    # give their sockets the state they could not get on subscribe.
+async def restore_pending(renewed: list[Entry], announced: set[tuple[str, int]]) -> None:
+    """Called by the heartbeat with the entries it just renewed in the store: for those whose
+    arrival the store never confirmed (it did not answer on subscribe), announce
+    ``presence.join`` to the others (unless ``announced`` holds ``(stream, user id)``: the
+    renewal just did; a repeated join is harmless, clients keep a set), and give their
+    sockets the ``presence.state`` they could not get on subscribe."""
     present: dict[str, list[User]] = {}
     for entry in renewed:
         if not entry.pending or local_entries.get((entry.stream, entry.sid)) is not entry:

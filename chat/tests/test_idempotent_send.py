@@ -3,6 +3,8 @@ failure at the database is its own."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
@@ -84,14 +86,14 @@ def test_a_message_the_database_refuses_fails_alone(
     # Poison one message so that its INSERT fails (as a user deleted meanwhile or a value the
     # database will not take would): the batch is retried one by one, the others are stored
     # gapless and in order, the poisoned one gets its own error.
-    real = services._create_batch
+    real = Message.objects.bulk_create
 
-    def poisoned(batch: list[NewMessage]) -> list[Message | Exception]:
-        if any(item.text == "poison" for item in batch):
+    def poisoned(objs: list[Message], *args: Any, **kwargs: Any) -> list[Message]:
+        if any(message.text == "poison" for message in objs):
             raise IntegrityError("refused")
-        return real(batch)
+        return real(objs, *args, **kwargs)
 
-    monkeypatch.setattr(services, "_create_batch", poisoned)
+    monkeypatch.setattr(Message.objects, "bulk_create", poisoned)
     batch = [
         services.message_check(
             user=demo.bob, room_id=demo.lobby.pk, text=text, client_id=f"b{n}"

@@ -132,9 +132,8 @@ def test_publish_and_publish_many_raise_in_the_callers_thread(settings: Any) -> 
     with pytest.raises(InvalidEvent):
         publish_many([Published("test:log", "test.said", GOOD)])  # durable, no offset
     settings.TOWNSQUARE_VALIDATE_EVENTS = False
-    with mock.patch("realtime.publish._from_sync", return_value=True) as sent:
-        assert publish("test:open:x", "test.shouted", {}) is True
-    assert sent.call_count == 1
+    # Off: the same undeclared event goes out (the in-memory layer takes it).
+    assert publish("test:open:x", "test.shouted", {}) is True
 
 
 @pytest.mark.django_db

@@ -110,13 +110,13 @@ async def test_presence_that_hangs_degrades_then_restores_with_state_and_join(
         monkeypatch.setattr(presence, "apublish", record)
         back = await store.renew([(stream, ALICE, sid)], time.time() + 60)
         assert back == [(stream, ALICE)]
-        await presence._restore_pending([entry], {(stream, ALICE["id"])})
+        await presence.restore_pending([entry], {(stream, ALICE["id"])})
         assert states == [[ALICE]]
         assert not entry.pending and entry.on_restored is None
         assert joins == []  # the renewal announced it already (run_heartbeat publishes back)
         # An entry whose join the store ran although the answer was lost: announced here.
         entry.pending = True
-        await presence._restore_pending([entry], set())
+        await presence.restore_pending([entry], set())
         assert joins == [(stream, "presence.join", {"user": ALICE})]
     finally:
         presence.local_entries.pop((stream, sid), None)
