@@ -26,8 +26,9 @@ rate limit (``FRAMES_PER_SECOND`` 20, burst 40), so the server runs with its def
 
 Faults, each optional, on a schedule spread over the traffic:
 
-- ``cut``: a client aborts its TCP connection (``transport.abort()``) right after a
-  ``chat.send`` left it, so the ack, and maybe the store, is unknown to it;
+- ``cut``: a client writes ``CUT_BURST`` messages back to back and aborts its TCP
+  connection (``transport.abort()``) right after the last left, so their acks, and maybe
+  their stores, are unknown to it;
 - ``restart``: one ``manage.py serve`` stopped (SIGTERM) and started again on the same port;
 - ``kill``: one of two workers behind nginx SIGKILLed, then started again on the same port;
 - ``redis``: the private Redis SIGKILLed and started again, empty (``tests/redis_server.py``).
@@ -93,6 +94,8 @@ FAULT_KINDS = ("cut", "restart", "kill", "redis")
 #: Client-side frame budget per socket, under the server's default 20/s, burst 40.
 CLIENT_FRAMES_PER_SECOND = 15.0
 CLIENT_FRAME_BURST = 30
+#: Messages a client writes back to back before a ``cut`` aborts its socket.
+CUT_BURST = 5
 #: A chat.send with no answer after this many seconds is sent again (same client_id).
 RESEND_AFTER = 4.0
 #: How long a client waits for a subscribe's ack before it gives the socket up.
@@ -377,14 +380,24 @@ class CheckClient:
         return seen[-1].offset if seen else 0
 
     async def write(self, room: int) -> None:
-        """Put a new message in the outbox and send it if a socket is up."""
-        client_id = f"{self.name}-{next(self._sequence)}"
-        out = Outgoing(client_id, room, f"{client_id} {uuid.uuid4().hex[:6]}")
-        self.sent[client_id] = out
-        self.outbox[client_id] = out
+        """Put a new message in the outbox and send it if a socket is up. With a cut
+        pending (the fault), write ``CUT_BURST`` messages back to back (pipelined: some may
+        be stored, some not, some acked) and abort the socket right after the last left."""
+        cut = self.cut_pending and self.connected.is_set()
+        for _ in range(CUT_BURST if cut else 1):
+            client_id = f"{self.name}-{next(self._sequence)}"
+            out = Outgoing(client_id, room, f"{client_id} {uuid.uuid4().hex[:6]}")
+            self.sent[client_id] = out
+            self.outbox[client_id] = out
+            ws = self._ws
+            if ws is not None and self.connected.is_set():
+                await self._send_chat(ws, out)
         ws = self._ws
-        if ws is not None and self.connected.is_set():
-            await self._send_chat(ws, out)
+        if cut and ws is not None and self.connected.is_set():
+            self.cut_pending = False
+            self.counts["cuts"] += 1
+            self.log.append((time.time(), f"cut after sending {out.client_id}"))
+            ws.transport.abort()
 
     # --- the socket ---
 
@@ -528,12 +541,6 @@ class CheckClient:
             await ws.send(orjson.dumps(frame).decode())
         except ConnectionClosed:
             return
-        if self.cut_pending:
-            # The fault: the socket dies right after the send left, before any answer.
-            self.cut_pending = False
-            self.counts["cuts"] += 1
-            self.log.append((time.time(), f"cut after sending {out.client_id}"))
-            ws.transport.abort()
 
     async def _resend_late(self, ws: ClientConnection) -> None:
         """Resend what got no answer within ``RESEND_AFTER`` (e.g. a ``rate_limited`` error,
