@@ -105,6 +105,9 @@ BACKOFF_FIRST = 0.05
 BACKOFF_CAP = 1.0
 #: Refresh a client's token when it is older than this (JWT_TTL_SECONDS defaults to 900).
 TOKEN_MAX_AGE = 600.0
+#: The run's own random numbers (backoff jitter, cut victims), seeded by ``Config.seed``;
+#: the process's global ``random`` is left alone.
+_random = random.Random()
 
 
 @dataclass
@@ -407,7 +410,7 @@ class CheckClient:
         while not self.stopping:
             ws = await self._connect()
             if ws is None:
-                await asyncio.sleep(random.uniform(0, backoff))
+                await asyncio.sleep(_random.uniform(0, backoff))
                 backoff = min(backoff * 2, BACKOFF_CAP)
                 continue
             backoff = BACKOFF_FIRST
@@ -775,7 +778,7 @@ async def inject(
     if fault.kind == "cut":
         candidates = [c for c in clients if c.connected.is_set() and not c.cut_pending]
         if candidates:
-            victim = random.choice(candidates)
+            victim = _random.choice(candidates)
             victim.cut_pending = True
             fault.detail = victim.name
     elif fault.kind in ("restart", "kill"):
@@ -1242,7 +1245,7 @@ def _connections(client: CheckClient, when: datetime) -> str:
 async def run_check(config: Config, workdir: Path) -> Result:
     """Start the deployment in ``workdir``, run the traffic and the faults, stop, check."""
     config.check()
-    random.seed(config.seed)
+    _random.seed(config.seed)
     with deploy(config, workdir) as deployment:
         return await traffic(config, deployment)
 
