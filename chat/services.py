@@ -152,7 +152,10 @@ def message_create_many(batch: Sequence[NewMessage]) -> list[Message | Exception
             stored.
     """
     try:
-        return _create_batch(batch)
+        # Optimistic: no query looks for duplicates or gone authors first. A repeated
+        # client_id trips the unique constraint, a deleted author the foreign key; either
+        # fails the INSERT, and then each message is written alone, checked.
+        return _create_batch(batch, checked=False)
     except (IntegrityError, DataError) as exc:
         if len(batch) > 1:
             logger.warning("a batch of %s messages was refused (%r); one by one", len(batch), exc)
@@ -164,7 +167,7 @@ def _create_alone(item: NewMessage, error: Exception) -> Message | Exception:
     # tries, so a later one finds it; anything else is this message's own fault.
     for _attempt in range(2):
         try:
-            return _create_batch([item])[0]
+            return _create_batch([item], checked=True)[0]
         except (IntegrityError, DataError) as exc:
             error = exc
     logger.info("a message was refused by the database: %r", error)
@@ -180,10 +183,15 @@ def _find_duplicates(
     keyed = [(i, item) for i, item in enumerate(batch) if item.client_id]
     if not keyed:
         return {}, {}
-    stored = Message.objects.filter(
-        room_id__in={item.room_id for _, item in keyed},
-        client_id__in={item.client_id for _, item in keyed},
-    ).select_related("author")
+    stored = (
+        Message.objects.filter(
+            room_id__in={item.room_id for _, item in keyed},
+            client_id__in={item.client_id for _, item in keyed},
+        )
+        # The unique index is partial (client_id != ''): this term lets the query use it.
+        .exclude(client_id="")
+        .select_related("author")
+    )
     found = {(m.room_id, m.client_id, m.author_id): m for m in stored}
     before: dict[int, Message] = {}
     twins: dict[int, int] = {}
@@ -205,21 +213,23 @@ def _inactive_authors(batch: Sequence[NewMessage]) -> set[int]:
     return authors - set(active)
 
 
-def _create_batch(batch: Sequence[NewMessage]) -> list[Message | Exception]:
+def _create_batch(batch: Sequence[NewMessage], *, checked: bool) -> list[Message | Exception]:
+    # checked: first look for repeated client_ids and for authors deactivated or deleted since
+    # their socket connected (two queries); without, the database's constraints catch both.
     results: list[Message | Exception | None] = [None] * len(batch)
     by_room: dict[int, list[int]] = {}
     for index, item in enumerate(batch):
         by_room.setdefault(item.room_id, []).append(index)
     messages: list[Message] = []
     with transaction.atomic():
-        before, twins = _find_duplicates(batch)
+        before, twins = _find_duplicates(batch) if checked else ({}, {})
         for index, message in before.items():
             message.duplicate = True
             results[index] = message
-        # A socket's user was read when it connected: one query checks that every author
-        # still exists and is active, so a deactivated or deleted author's message fails
-        # alone here instead of failing the batch (a foreign key) or being stored.
-        gone = _inactive_authors(batch)
+        # A socket's user was read when it connected (their sockets close when they are
+        # deactivated or deleted: realtime.signout): a message already on its way fails
+        # alone here instead of failing the batch on the foreign key.
+        gone = _inactive_authors(batch) if checked else set()
         for index, item in enumerate(batch):
             if item.user.pk in gone and index not in before:
                 results[index] = PermissionDenied("your account is no longer active")
