@@ -126,7 +126,8 @@ def message_create_many(batch: Sequence[NewMessage]) -> list[Message | Exception
     Idempotent per ``(room, client_id, author)``: a message whose non-empty ``client_id``
     its author already used in that room (stored before, or earlier in the same batch) is
     not stored again; its result is the first message with ``duplicate = True``, and nothing
-    is published for it. A unique constraint backs this against concurrent batches.
+    is published for it. The partial unique constraint finds the repeat (across workers
+    too): it fails the batch's INSERT, and the one-by-one rewrite below returns the first.
 
     One message's failure is its own: when the database refuses the batch
     (``IntegrityError``, ``DataError``: a value it will not take, a user deleted meanwhile, a
