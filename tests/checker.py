@@ -37,9 +37,15 @@ Topologies: ``single`` (one worker, SQLite or PostgreSQL, in-memory channel laye
 ``nginx`` (two workers behind ``deploy/nginx.conf`` on a scratch PostgreSQL database and a
 private Redis, as ``tests/test_server_nginx.py`` runs them).
 
-Use it from a test (``tests/test_checker.py``), from ``bench/``, or from a shell::
+Use it from a test (``tests/test_checker.py``), from a shell::
 
     .venv/bin/python -m tests.checker --topology nginx --seconds 300 --clients 12 --browsers 2
+
+or from ``bench/`` (whose scripts put the repository root on ``sys.path``)::
+
+    from tests.checker import Config, run_check
+    result = asyncio.run(run_check(Config.ci("nginx", seconds=60), Path(workdir)))
+    print(result.describe()); assert result.ok
 
 Everything runs on 127.0.0.1; every wait is bounded; only processes started here are
 stopped, by PID. The figures are printed by ``Result.describe()``.
