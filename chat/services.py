@@ -12,7 +12,14 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import DataError, IntegrityError, connection, transaction
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    connection,
+    transaction,
+)
 from django.utils import timezone
 
 from realtime.publish import Published, publish_many_on_commit, publish_on_commit
@@ -148,9 +155,12 @@ def message_create_many(batch: Sequence[NewMessage]) -> list[Message | Exception
     a private room), ``ValidationError`` (the database refused that message). The others
     are stored all the same.
 
+    A bug that one message triggers (an unexpected exception) is that message's result
+    alone, found the same way.
+
     Raises:
-        DatabaseError: the database failed (unreachable, timed out); nothing of the batch was
-            stored.
+        DatabaseError: the database failed (unreachable, timed out, out of disk); nothing of
+            the batch was stored.
     """
     try:
         # Optimistic: no query looks for duplicates or gone authors first. A repeated
@@ -158,19 +168,34 @@ def message_create_many(batch: Sequence[NewMessage]) -> list[Message | Exception
         # fails the INSERT, and then each message is written alone, checked.
         return _create_batch(batch, checked=False)
     except (IntegrityError, DataError) as exc:
+        # Refused (a repeat, a deleted author, a value the database will not take): find
+        # whose, by writing each alone.
         if len(batch) > 1:
-            logger.warning("a batch of %s messages was refused (%r); one by one", len(batch), exc)
-        return [_create_alone(item, exc) for item in batch]
+            logger.info("a batch of %s messages was refused (%r); one by one", len(batch), exc)
+        return [_create_alone(item) for item in batch]
+    except (DatabaseError, InterfaceError):
+        raise  # the database failed (unreachable, out of disk): nothing stored, for anyone
+    except Exception as exc:
+        # A bug that one message triggers: it must not fail, or close, anyone else's.
+        logger.warning("a batch of %s messages failed on %r; one by one", len(batch), exc)
+        return [_create_alone(item) for item in batch]
 
 
-def _create_alone(item: NewMessage, error: Exception) -> Message | Exception:
-    # A refused batch, one message at a time. A concurrent duplicate commits between two
-    # tries, so a later one finds it; anything else is this message's own fault.
+def _create_alone(item: NewMessage) -> Message | Exception:
+    # A failed batch, one message at a time. A concurrent duplicate commits between two
+    # tries, so a later one finds it; anything else is this message's own fault, and is
+    # answered to its sender only (an unmapped exception closes that sender's socket alone).
+    error: Exception | None = None
     for _attempt in range(2):
         try:
             return _create_batch([item], checked=True)[0]
         except (IntegrityError, DataError) as exc:
             error = exc
+        except (DatabaseError, InterfaceError):
+            raise
+        except Exception as exc:
+            logger.exception("a message failed on a bug")
+            return exc
     logger.info("a message was refused by the database: %r", error)
     return ValidationError("the database refused this message")
 

@@ -145,3 +145,24 @@ def test_a_deactivated_or_deleted_author_fails_alone_in_a_batch(demo: Demo) -> N
         "Message",
     ]
     assert stored(demo.lobby.pk) == [(1, "a1", ""), (2, "b1", ""), (3, "a2", "")]
+
+
+def test_a_bug_one_message_triggers_fails_that_message_only(
+    demo: Demo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Message.objects.bulk_create
+
+    def buggy(objs: list[Message], *args: Any, **kwargs: Any) -> list[Message]:
+        if any(message.text == "trigger" for message in objs):
+            raise RuntimeError("a bug")
+        return real(objs, *args, **kwargs)
+
+    monkeypatch.setattr(Message.objects, "bulk_create", buggy)
+    batch = [
+        services.message_check(user=user, room_id=demo.lobby.pk, text=text, client_id="")
+        for user, text in [(demo.bob, "b1"), (demo.alice, "trigger"), (demo.bob, "b2")]
+    ]
+    results = services.message_create_many(batch)
+    assert isinstance(results[1], RuntimeError)
+    assert [r.offset for r in results if isinstance(r, Message)] == [1, 2]
+    assert [t for _, t, _ in stored(demo.lobby.pk)] == ["b1", "b2"]
