@@ -102,7 +102,7 @@ class SocketAuthMiddleware:
                 scope[SIGN_IN_KEY] = SignIn(user.pk, "token", password=claim, at=at)
         else:
             session_key = session_key_from_scope(scope)
-            scope["user"] = await session_user(scope)
+            scope["user"] = await session_user(session_key)
             if scope["user"].is_authenticated:
                 scope[SIGN_IN_KEY] = SignIn(
                     scope["user"].pk, "session", session_key=session_key, at=at
@@ -121,10 +121,9 @@ def session_key_from_scope(scope: dict[str, Any]) -> str | None:
     return None
 
 
-async def session_user(scope: dict[str, Any]) -> Any:
-    """The user of the Django session named by the scope's session cookie, else
-    ``AnonymousUser`` (no database query when there is no cookie)."""
-    session_key = session_key_from_scope(scope)
+async def session_user(session_key: str | None) -> Any:
+    """The user of the Django session ``session_key`` (``session_key_from_scope``), else
+    ``AnonymousUser`` (no database query when there is no key)."""
     if not session_key:
         return AnonymousUser()
     engine = import_module(settings.SESSION_ENGINE)

@@ -92,7 +92,7 @@ from tests.conftest import DEMO_PASSWORD
 from tests.nginx import run_nginx
 from tests.pg import scratch_postgres
 from tests.redis_server import RedisServer, private_redis
-from tests.server import ROOT, Server, run_server
+from tests.server import ROOT, Server, run_server, wait_serving
 
 USERS = ("alice", "bob", "carol", "dave")
 PAGE_USERS = ("carol", "dave")
@@ -202,21 +202,6 @@ class Deployment:
     worker_faults: Counter[str] = field(default_factory=Counter)
 
 
-def _wait_ready(server: Server, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"server on {server.port} exited early:\n{server.log()[-4000:]}")
-        try:
-            if httpx.get(f"{server.http}/accounts/login/", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"server on {server.port} did not come back in {timeout} s")
-        time.sleep(0.05)
-
-
 def respawn(deployment: Deployment, server: Server, *, kill: bool, down: float) -> None:
     """Stop ``server``'s process by its PID (SIGKILL when ``kill``, else SIGTERM), stay down
     ``down`` seconds, start ``manage.py serve`` again on the same port with the same
@@ -244,7 +229,7 @@ def respawn(deployment: Deployment, server: Server, *, kill: bool, down: float) 
         )
     deployment.respawned.append(process)
     server.process = process
-    _wait_ready(server, process)
+    wait_serving(f"{server.http}/accounts/login/", process, server.log, interval=0.05)
 
 
 def stop_respawned(deployment: Deployment) -> None:

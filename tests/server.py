@@ -7,12 +7,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from tests.pg import scratch_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = "integration-test-secret-key-not-for-production-0123456789abcdef"
@@ -62,6 +65,47 @@ class Server:
             timeout=120,
         )
         return out.stdout
+
+
+def wait_serving(
+    url: str,
+    process: subprocess.Popen[bytes],
+    log: Callable[[], str],
+    *,
+    timeout: float = 30,
+    any_answer: bool = False,
+    interval: float = 0.1,
+) -> None:
+    """Wait until ``url`` answers 200 (any HTTP answer with ``any_answer``).
+
+    Raises:
+        RuntimeError: the process exited first, or ``timeout`` seconds passed; with the log.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the server exited early:\n{log()[-4000:]}")
+        try:
+            status = httpx.get(url, timeout=1).status_code
+            if any_answer or status == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url}: the server did not start in {timeout} s:\n{log()[-4000:]}")
+        time.sleep(interval)
+
+
+@contextmanager
+def run_server_on(database: str, workdir: Path, **env_extra: str) -> Iterator[Server]:
+    """``run_server`` on a fresh database of the kind named: ``sqlite`` (a file in
+    ``workdir``) or ``postgres`` (a scratch database, dropped afterwards)."""
+    with ExitStack() as stack:
+        url = f"sqlite:///{workdir / 'db.sqlite3'}"
+        if database == "postgres":
+            url = stack.enter_context(scratch_postgres())
+        env: dict[str, Any] = {"DATABASE_URL": url, **env_extra}
+        yield stack.enter_context(run_server(workdir, **env))
 
 
 def server_env(workdir: Path, **extra: str) -> dict[str, str]:
@@ -120,18 +164,7 @@ def run_server(
         )
     server = Server(port=port, env=env, log_path=log_path, process=process)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{server.log()}")
-            try:
-                if httpx.get(f"{server.http}/accounts/login/", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start in 30 s:\n{server.log()}")
-            time.sleep(0.1)
+        wait_serving(f"{server.http}/accounts/login/", process, server.log)
         yield server
     finally:
         process.terminate()

@@ -32,7 +32,6 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +44,7 @@ from schemathesis import APIOperation, GenerationMode
 from schemathesis.core.result import Ok
 
 from tests.conftest import token_for
-from tests.pg import scratch_postgres
-from tests.server import Server, run_server
+from tests.server import Server, run_server_on
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 BUDGET_SECONDS = float(os.environ.get("FUZZ_BUDGET_SECONDS", "30"))
@@ -62,20 +60,15 @@ def api_server(
 ) -> Iterator[Server]:
     """A server of its own with demo data, on a disposable database of each kind."""
     workdir = tmp_path_factory.mktemp(f"fuzz-api-{request.param}")
-    with ExitStack() as stack:
-        database = f"sqlite:///{workdir / 'db.sqlite3'}"
-        if request.param == "postgres":
-            database = stack.enter_context(scratch_postgres())
-        yield stack.enter_context(
-            run_server(
-                workdir,
-                PUBLISH_API_KEY=PUBLISH_KEY,
-                # Throttles answer 429, which is fine, but must not make the run all 429s.
-                TOKEN_RATE="100000/min",
-                LOG_LEVEL="WARNING",
-                DATABASE_URL=database,
-            )
-        )
+    with run_server_on(
+        request.param,
+        workdir,
+        PUBLISH_API_KEY=PUBLISH_KEY,
+        # Throttles answer 429, which is fine, but must not make the run all 429s.
+        TOKEN_RATE="100000/min",
+        LOG_LEVEL="WARNING",
+    ) as server:
+        yield server
 
 
 @dataclass

@@ -46,8 +46,7 @@ from websockets.typing import Origin, Subprotocol
 
 from realtime.protocol import ErrorCode
 from tests.conftest import token_for
-from tests.pg import scratch_postgres
-from tests.server import Server, run_server
+from tests.server import Server, run_server_on
 
 EXAMPLES = 20 * int(os.environ.get("FUZZ_EXAMPLES", "10"))
 BUDGET_SECONDS = float(os.environ.get("FUZZ_BUDGET_SECONDS", "30"))
@@ -175,20 +174,15 @@ def socket_server(
 ) -> Iterator[Server]:
     """A server of its own with demo data and a rate limit no fuzzer reaches."""
     workdir = tmp_path_factory.mktemp(f"fuzz-socket-{request.param}")
-    with ExitStack() as stack:
-        database = f"sqlite:///{workdir / 'db.sqlite3'}"
-        if request.param == "postgres":
-            database = stack.enter_context(scratch_postgres())
-        yield stack.enter_context(
-            run_server(
-                workdir,
-                DATABASE_URL=database,
-                RT_FRAMES_PER_SECOND="100000",
-                RT_FRAME_BURST="100000",
-                RT_MAX_FRAME_BYTES=str(MAX_FRAME_BYTES),
-                LOG_LEVEL="WARNING",
-            )
-        )
+    with run_server_on(
+        request.param,
+        workdir,
+        RT_FRAMES_PER_SECOND="100000",
+        RT_FRAME_BURST="100000",
+        RT_MAX_FRAME_BYTES=str(MAX_FRAME_BYTES),
+        LOG_LEVEL="WARNING",
+    ) as server:
+        yield server
 
 
 @dataclass

@@ -19,19 +19,17 @@ import os
 import re
 import subprocess
 import sys
-import time
 import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.server import free_port
+from tests.server import free_port, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = ROOT / "tests" / "minimal_project"
@@ -131,19 +129,8 @@ def minisite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Minisite]:
         )
     site = Minisite(port=port, env=env, log_path=log_path, tokens=tokens)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"minimal project exited early:\n{site.log()}")
-            try:
-                # No page is served: any answer means the server is up.
-                httpx.get(f"{site.origin}/", timeout=1)
-                break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"minimal project did not start in 30 s:\n{site.log()}")
-            time.sleep(0.1)
+        # No page is served: any answer means the server is up.
+        wait_serving(f"{site.origin}/", process, site.log, any_answer=True)
         yield site
         assert "event=invalid_event" not in site.log(), site.log()
     finally:

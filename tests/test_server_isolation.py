@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from contextlib import ExitStack
 from typing import Any
 
 import orjson
@@ -18,8 +17,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.conftest import token_for
-from tests.pg import scratch_postgres
-from tests.server import Server, run_server
+from tests.server import Server, run_server_on
 
 pytestmark = pytest.mark.server
 
@@ -31,15 +29,10 @@ def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     workdir = tmp_path_factory.mktemp(f"isolation-{request.param}")
-    with ExitStack() as stack:
-        database = f"sqlite:///{workdir / 'db.sqlite3'}"
-        if request.param == "postgres":
-            database = stack.enter_context(scratch_postgres())
-        yield stack.enter_context(
-            run_server(
-                workdir, DATABASE_URL=database, RT_FRAMES_PER_SECOND="1000", RT_FRAME_BURST="1000"
-            )
-        )
+    with run_server_on(
+        request.param, workdir, RT_FRAMES_PER_SECOND="1000", RT_FRAME_BURST="1000"
+    ) as running:
+        yield running
 
 
 async def open_socket(server: Server, username: str) -> ClientConnection:
