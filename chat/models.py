@@ -39,6 +39,10 @@ class Room(models.Model):
         settings.AUTH_USER_MODEL, related_name="rooms_joined", blank=True
     )
     last_offset = models.PositiveBigIntegerField(default=0, editable=False)
+    # May delete any message of the room (besides staff and the message's author).
+    moderators = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, related_name="rooms_moderated", blank=True
+    )
     # Who created the room (for the per-user creation quota); kept when they are deleted.
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -62,7 +66,12 @@ class Room(models.Model):
 
 
 class Message(models.Model):
-    """One chat message; ``offset`` is its sequence number within the room."""
+    """One chat message; ``offset`` is its sequence number within the room.
+
+    The row holds the message's current state: ``text`` after the latest edit
+    (``edited_at``), emptied when deleted (``deleted_at``, a tombstone that keeps the offset).
+    Each edit, delete or reaction change is also a ``MessageChange`` at an offset of its own.
+    """
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="messages")
     author = models.ForeignKey(
@@ -75,6 +84,8 @@ class Message(models.Model):
     client_id = models.CharField(max_length=64, blank=True, default="")
     # Indexed for the dashboard's "last hour", "last minute" and per-second counts.
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    edited_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     #: Set on a ``Message`` that ``message_create_many`` returns for a repeated ``client_id``:
     #: the message stored by the first send (nothing new was stored or published).
@@ -96,3 +107,75 @@ class Message(models.Model):
     def __str__(self) -> str:
         """``lobby #3 alice: the first 40 characters``."""
         return f"{self.room} #{self.offset} {self.author}: {self.text[:40]}"
+
+
+class MessageChange(models.Model):
+    """A change to a message, stored at an offset of the room's stream like a message.
+
+    The room's offsets count messages and changes together (both take the next
+    ``Room.last_offset``), so a client replaying with ``since`` receives ``chat.message`` and
+    these events interleaved in the order they happened. ``event`` is the event type
+    (``chat.message_edited``, ``chat.message_deleted``, ``chat.reactions``) and ``data`` its
+    payload as published.
+    """
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="changes")
+    offset = models.PositiveBigIntegerField()
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="changes")
+    event = models.CharField(max_length=40)
+    data = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["room", "offset"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "offset"], name="chat_change_room_offset"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.room_id} #{self.offset} {self.event} of message {self.message_id}"
+
+
+class Reaction(models.Model):
+    """One user's emoji on one message (``chat.react`` toggles it)."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_reactions"
+    )
+    emoji = models.CharField(max_length=32)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["message", "created_at", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "user", "emoji"], name="chat_reaction_message_user_emoji"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.emoji} by {self.user_id} on message {self.message_id}"
+
+
+class ReadCursor(models.Model):
+    """How far a user has read a room: the offset of the last event they have seen.
+
+    Moves forward only (``services.read_cursor_advance``). A room without a row for a user
+    has been read up to offset 0.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_read_cursors"
+    )
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="read_cursors")
+    offset = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "room"], name="chat_read_cursor_user_room"),
+        ]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} read room {self.room_id} to #{self.offset}"
