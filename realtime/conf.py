@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import os
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Union, get_args, get_origin, get_type_hints
 
@@ -89,6 +89,9 @@ class RealtimeSettings:
     MAX_SOCKETS_PER_ADDRESS: int = 1000
     #: At most one ``typing`` per socket and stream in this many seconds; extras are dropped.
     TYPING_MIN_INTERVAL: float = 2.0
+    #: Seconds between heartbeat comments on a quiet ``/sse/`` stream (``realtime.sse``):
+    #: proxies and browsers close a response that carries no bytes for a minute or two.
+    SSE_HEARTBEAT_SECONDS: float = 15.0
 
     # --- Access ---
     #: Lifetime of a JWT from ``POST /api/token/``, in seconds.
@@ -355,6 +358,142 @@ def from_environ(cls: type[Any], environ: Mapping[str, str] | None = None) -> di
 
 # --- Redis ----------------------------------------------------------------------------------
 
+#: The scheme of a URL that names a master through Sentinel instead of a host:
+#: ``redis+sentinel://<host>:<port>[,<host>:<port>...]/<master name>[/<db>]``.
+SENTINEL_SCHEME = "redis+sentinel"
+_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+@dataclass(frozen=True)
+class RedisTopology:
+    """The deployment's Redis: the channel layer's shards, and the one instance of the rest.
+
+    Either ``urls`` (one shard per Redis URL) or ``sentinels`` with ``masters`` (one shard per
+    master that the sentinels watch). The first shard is the *designated* instance: presence,
+    worker statistics, leases and the cache live there alone (``url``), because a lease needs
+    one authority and the rest is small (docs/operations.md, "Redis topology").
+    """
+
+    urls: tuple[str, ...] = ()
+    #: Sentinel addresses, ``(host, port)``.
+    sentinels: tuple[tuple[str, int], ...] = ()
+    #: Master names, as the sentinels know them (``sentinel monitor <name> ...``).
+    masters: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str:
+        """The designated instance: the first URL, or a ``redis+sentinel://`` URL of the
+        first master (``async_redis`` and ``SentinelCachePool`` understand it)."""
+        if self.urls:
+            return self.urls[0]
+        return sentinel_url(self.sentinels, self.masters[0])
+
+    @property
+    def shards(self) -> int:
+        return len(self.urls) or len(self.masters)
+
+    def layer_hosts(self, **options: Any) -> list[dict[str, Any]]:
+        """channels_redis ``hosts`` (either layer), one host dict per shard, in order.
+
+        ``options`` (redis-py connection keywords, e.g. ``socket_timeout``) go into every
+        host dict; with Sentinel the ``socket_*`` ones also bound each call to a sentinel
+        (``sentinel_kwargs``), which redis-py otherwise lets wait forever.
+        """
+        if self.urls:
+            return [{"address": url, **options} for url in self.urls]
+        sentinel_options = {k: v for k, v in options.items() if k.startswith("socket_")}
+        return [
+            {
+                "sentinels": [list(address) for address in self.sentinels],
+                "master_name": master,
+                "sentinel_kwargs": sentinel_options,
+                **options,
+            }
+            for master in self.masters
+        ]
+
+
+def _split(text: str, variable: str) -> list[str]:
+    parts = [part.strip() for part in text.split(",")]
+    if any(not part for part in parts):
+        raise ImproperlyConfigured(f"{variable}={text!r}: an empty item in the list")
+    if len(set(parts)) != len(parts):
+        raise ImproperlyConfigured(f"{variable}={text!r}: an item is given twice")
+    return parts
+
+
+def _address(text: str, variable: str) -> tuple[str, int]:
+    host, colon, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:26379
+    if not colon or not host or not port.isascii() or not port.isdigit():
+        raise ImproperlyConfigured(f"{variable}: {text!r} is not host:port")
+    if not 0 < int(port) < 65536:
+        raise ImproperlyConfigured(f"{variable}: {text!r} has no valid port")
+    return host, int(port)
+
+
+def redis_topology(
+    url: str | None, sentinels: str | None = None, master: str | None = None
+) -> RedisTopology | None:
+    """The deployment's Redis from its environment: ``REDIS_URL`` (one URL, or several
+    separated by commas: the channel layer's shards), or ``REDIS_SENTINELS`` (``host:port``
+    of each sentinel, comma-separated) with ``REDIS_SENTINEL_MASTER`` (the master's name;
+    several comma-separated names shard the layer over several masters). None when neither
+    is set (the in-memory layer of one process).
+
+    Raises ``ImproperlyConfigured`` for both set, a URL of another scheme, a sentinel that is
+    not ``host:port``, a missing master name, or an empty or repeated item.
+    """
+    url, sentinels, master = (v.strip() if v else "" for v in (url, sentinels, master))
+    if url and sentinels:
+        raise ImproperlyConfigured("set REDIS_URL or REDIS_SENTINELS, not both")
+    if url:
+        urls = _split(url, "REDIS_URL")
+        for item in urls:
+            if not item.startswith(_URL_SCHEMES):
+                raise ImproperlyConfigured(
+                    f"REDIS_URL: {item!r} is not a redis://, rediss:// or unix:// URL"
+                )
+        return RedisTopology(urls=tuple(urls))
+    if sentinels:
+        if not master:
+            raise ImproperlyConfigured("REDIS_SENTINELS needs REDIS_SENTINEL_MASTER")
+        items = _split(sentinels, "REDIS_SENTINELS")
+        addresses = tuple(_address(item, "REDIS_SENTINELS") for item in items)
+        return RedisTopology(
+            sentinels=addresses, masters=tuple(_split(master, "REDIS_SENTINEL_MASTER"))
+        )
+    if master:
+        raise ImproperlyConfigured("REDIS_SENTINEL_MASTER needs REDIS_SENTINELS")
+    return None
+
+
+def sentinel_url(sentinels: Collection[tuple[str, int]], master: str, db: int = 0) -> str:
+    """``redis+sentinel://h1:p1,h2:p2/<master>/<db>``: a master reached through sentinels."""
+    hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in sentinels)
+    return f"{SENTINEL_SCHEME}://{hosts}/{master}/{db}"
+
+
+def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int]:
+    """``(sentinels, master name, db)`` of a ``redis+sentinel://`` URL (``sentinel_url``).
+    Raises ``ValueError`` for another scheme, no sentinel, no master or a db not a number."""
+    prefix = f"{SENTINEL_SCHEME}://"
+    if not url.startswith(prefix):
+        raise ValueError(f"not a {SENTINEL_SCHEME} URL: {url!r}")
+    hosts, _, path = url.removeprefix(prefix).partition("/")
+    master, _, db = path.strip("/").partition("/")
+    if not hosts or not master or (db and not db.isdigit()):
+        raise ValueError(f"expected {prefix}host:port[,host:port]/master[/db], not {url!r}")
+    try:
+        sentinels = [_address(a, "sentinel URL") for a in _split(hosts, "sentinel URL")]
+    except ImproperlyConfigured as exc:
+        raise ValueError(str(exc)) from None
+    return sentinels, master, int(db or 0)
+
+
+def is_sentinel_url(url: str) -> bool:
+    return url.startswith(f"{SENTINEL_SCHEME}://")
+
 
 def redis_prefix() -> str:
     """The key prefix of everything Townsquare keeps in Redis (the channel layer's prefix),
@@ -363,8 +502,12 @@ def redis_prefix() -> str:
 
 
 def redis_url() -> str | None:
-    """The project's ``REDIS_URL`` setting (the Redis of its channel layer), or None when it
-    is unset or empty: a project that does not define it runs on one process's memory."""
+    """The project's ``REDIS_URL`` setting, or None when it is unset or empty: a project that
+    does not define it runs on one process's memory.
+
+    In Townsquare's settings this is the *designated* instance (``RedisTopology.url``): the
+    first of several shards, or a ``redis+sentinel://`` URL of the first master.
+    """
     url = getattr(settings, "REDIS_URL", None)
     return str(url) if url else None
 
@@ -399,18 +542,40 @@ def async_redis(url: str) -> Any:
     """An asyncio Redis client for the stores shared by the workers (presence, worker
     statistics, leases) whose every call gives up after ``redis_timeout()`` seconds.
 
+    ``url`` is a Redis URL, or a ``redis+sentinel://`` URL (``sentinel_url``): then the
+    client asks the sentinels for the master's address at each (re)connect, so after a
+    failover it follows the promoted replica (calls fail until the promotion).
+
     One immediate retry (a pooled connection left from before a Redis restart fails once),
     not redis-py's default retries with backoff: a subscribe or a request may be waiting.
-    Returns ``redis.asyncio.Redis``.
+    Returns ``redis.asyncio.Redis``. Raises ``ValueError`` for a malformed sentinel URL.
     """
     import redis.asyncio as redis
     from redis.asyncio.retry import Retry
+    from redis.asyncio.sentinel import Sentinel
     from redis.backoff import NoBackoff
 
     timeout = redis_timeout()
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1),
-    )
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if is_sentinel_url(url):
+        sentinels, master, db = parse_sentinel_url(url)
+        return Sentinel(sentinels, sentinel_kwargs=options).master_for(
+            master, db=db, retry=Retry(NoBackoff(), 1), **options
+        )
+    return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **options)
+
+
+class SentinelCachePool:
+    """Django ``RedisCache``'s ``pool_class`` (``OPTIONS``) for a ``redis+sentinel://``
+    ``LOCATION``: a synchronous redis-py pool whose connections go to the master that the
+    sentinels name at connect time. Django calls ``from_url(location, **OPTIONS)``."""
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> Any:
+        from redis.sentinel import Sentinel, SentinelConnectionPool
+
+        sentinels, master, db = parse_sentinel_url(url)
+        sentinel_options = {k: v for k, v in options.items() if k.startswith("socket_")}
+        return SentinelConnectionPool(
+            master, Sentinel(sentinels, sentinel_kwargs=sentinel_options), db=db, **options
+        )

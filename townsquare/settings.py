@@ -3,7 +3,10 @@
 Environment variables:
     DATABASE_URL   database URL; default a SQLite file `db.sqlite3` (WAL mode) in the checkout.
     REDIS_URL      when set, channels_redis carries publishes between worker processes;
-                   otherwise the in-memory channel layer (one process only).
+                   otherwise the in-memory channel layer (one process only). Several
+                   comma-separated URLs shard the channel layer over them.
+    REDIS_SENTINELS, REDIS_SENTINEL_MASTER
+                   instead of REDIS_URL: Redis through Sentinel (host:port list, master name).
     SECRET_KEY     signs sessions and tokens; every worker must share it.
     ALLOWED_HOSTS  comma-separated host names; also the WebSocket origin allow-list.
     DEBUG          "1"/"true" for Django's debug mode; default off.
@@ -22,7 +25,7 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from dashboard.conf import DashboardSettings
-from realtime.conf import RealtimeSettings, from_environ
+from realtime.conf import RealtimeSettings, from_environ, redis_topology
 
 # Lets annotations such as ModelAdmin[Room] and Serializer[Any] run, as django-stubs documents.
 django_stubs_ext.monkeypatch()
@@ -89,6 +92,8 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "drf_spectacular",
+    # Swagger UI's own files for /api/docs/ (SWAGGER_UI_DIST below): nothing from a CDN.
+    "drf_spectacular_sidecar",
     # Sign-in throttling (settings under "Sign-in throttling" below).
     "axes",
     "realtime",
@@ -190,7 +195,18 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Channel layer --------------------------------------------------------------------------
-REDIS_URL: str | None = env.str("REDIS_URL", default=None)
+# The deployment's Redis (docs/operations.md, "Redis topology"): REDIS_URL, one URL or several
+# comma-separated (the channel layer's shards), or REDIS_SENTINELS (host:port,...) with
+# REDIS_SENTINEL_MASTER (the master's name; several names: one shard each).
+REDIS_TOPOLOGY = redis_topology(
+    env.str("REDIS_URL", default=None),
+    env.str("REDIS_SENTINELS", default=None),
+    env.str("REDIS_SENTINEL_MASTER", default=None),
+)
+# The designated instance (the first shard; with Sentinel a redis+sentinel:// URL of the first
+# master): presence, worker statistics, leases and the cache live there alone, since a lease
+# needs one authority and the rest is small next to the layer's traffic.
+REDIS_URL: str | None = REDIS_TOPOLOGY.url if REDIS_TOPOLOGY else None
 # With Redis, which channels_redis layer carries publishes between processes: "pubsub"
 # (RedisPubSubChannelLayer: Redis PUBLISH/SUBSCRIBE) or "core" (RedisChannelLayer: groups and
 # per-channel queues kept as Redis keys). Measured with bench/layers.py (docs/operations.md,
@@ -204,31 +220,28 @@ _rt_environ = from_environ(RealtimeSettings)
 # (the core layer's blocking receive waits up to 5 s by design, so there it is not one).
 _redis_timeout = RealtimeSettings(**_rt_environ).REDIS_TIMEOUT_SECONDS
 CHANNEL_LAYERS: dict[str, dict[str, Any]]
-if REDIS_URL and CHANNEL_LAYER == "pubsub":
+if REDIS_TOPOLOGY and CHANNEL_LAYER == "pubsub":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             # No capacity or expiry: Redis pushes each message to every subscribed process at
             # once, and the hub's reader drains it into the sockets' bounded outboxes.
             "CONFIG": {
-                # channels_redis passes a host dict's keys besides "address" to redis-py.
-                "hosts": [
-                    {
-                        "address": REDIS_URL,
-                        "socket_connect_timeout": _redis_timeout,
-                        "socket_timeout": _redis_timeout,
-                    }
-                ],
+                # One host per shard: groups and channels by consistent hashing. channels_redis
+                # passes a host dict's keys besides "address" (or Sentinel's) to redis-py.
+                "hosts": REDIS_TOPOLOGY.layer_hosts(
+                    socket_connect_timeout=_redis_timeout, socket_timeout=_redis_timeout
+                ),
                 "prefix": env.str("REDIS_PREFIX", default="townsquare"),
             },
         }
     }
-elif REDIS_URL and CHANNEL_LAYER == "core":
+elif REDIS_TOPOLOGY and CHANNEL_LAYER == "core":
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [{"address": REDIS_URL, "socket_connect_timeout": _redis_timeout}],
+                "hosts": REDIS_TOPOLOGY.layer_hosts(socket_connect_timeout=_redis_timeout),
                 "prefix": env.str("REDIS_PREFIX", default="townsquare"),
                 # One hub channel per worker process receives every publish for that process,
                 # so its capacity is per process, not per socket.
@@ -260,6 +273,8 @@ if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # The designated instance only: given several servers, Django's RedisCache would
+            # write to the first and read from the others, as from replicas.
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": f"{CHANNEL_LAYERS['default']['CONFIG']['prefix']}:cache",
             # Django's RedisCache passes these to redis-py's connection pool.
@@ -269,6 +284,8 @@ if REDIS_URL:
             },
         }
     }
+    if REDIS_TOPOLOGY and REDIS_TOPOLOGY.sentinels:
+        CACHES["default"]["OPTIONS"]["pool_class"] = "realtime.conf.SentinelCachePool"
 else:
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ts"}
@@ -360,11 +377,82 @@ REST_FRAMEWORK = {
     # A database outage answers a JSON 503 (code "unavailable"), not an HTML 500.
     "EXCEPTION_HANDLER": "realtime.api_errors.api_exception_handler",
 }
+# The OpenAPI document's description (Markdown), shown at the top of /api/docs/.
+API_DESCRIPTION = """
+Everything the pages and the WebSocket protocol (`/ws/`, described in the AsyncAPI document
+at [`/api/asyncapi.json`](/api/asyncapi.json)) do, over HTTP. Both call the same services, and
+every write over HTTP is pushed live to the sockets that follow its stream. The index of this
+API is [`/api/`](/api/); this document is `/api/schema/` (YAML; `?format=json` for JSON).
+
+## Signing in
+- **Session**: the site's session cookie; unsafe methods then need the CSRF token in the
+  `X-CSRFToken` header (this reference sends it when you are signed in to the site).
+- **Token**: `POST /api/token/ {username, password}` → `{access, token_type, expires_in}`
+  (seconds). Send `Authorization: Bearer <access>`. It is short-lived: ask for a new one when
+  it expires. Failed sign-ins are counted per account and per address: past the limit every
+  attempt answers `429` with `Retry-After`, `{"code": "locked_out"}`.
+- Reads of the shop are public; everything else needs a signed-in user.
+
+## Parts
+- **Rooms** (`/api/rooms/`): the rooms you joined and every public room, with your unread
+  count, read cursor and last message; create one (name rule, hourly quota: `429` with
+  `Retry-After`); join and leave public rooms. A private room answers its non-members
+  exactly as a room that does not exist (`404`).
+- **Messages** (`/api/rooms/{id}/messages/`): history, newest first; send; edit (author) and
+  delete (author, room moderator or staff; a deleted message stays as a tombstone with empty
+  text); **reactions** (an emoji on or off, the full state back); each change takes the
+  room's next offset, as on the socket.
+- **Read cursors** (`POST /api/rooms/{id}/read/ {offset}`): move forward only; the answer
+  has `{room, last_read, unread}`; your other tabs hear of it live.
+- **Shop items** (`/api/items/`): items with their stock (`PATCH` sets it, staff only);
+  **purchases** (`POST /api/items/{id}/purchase/ {quantity}`): never oversold, `409`
+  `{"code": "out_of_stock", "requested", "available"}` when there is not enough;
+  **watches** (`POST`/`DELETE /api/items/{id}/watch/`): a notification when the stock moves.
+- **Notifications** (`/api/notifications/`): your inbox, unread count, mark one or all read.
+- **Dashboard feed** (`/api/feed/`): the demo feed's switch (staff) and record count; the
+  dashboard's counters themselves arrive over the socket (`dashboard` stream).
+- **Publish** (`POST /api/publish/`): trusted backends push an event to any stream, with the
+  `X-Townsquare-Key` header.
+
+## Idempotency keys
+Sending a message and buying (the `POST`s marked with the `Idempotency-Key` parameter below)
+accept an `Idempotency-Key` header (1–255 printable ASCII characters; a UUID is usual), per
+signed-in user. A message's `client_id` is a second, socket-shared guard: a message already
+sent with it answers `200` with the stored message.
+A retry with the same key and body gets the first answer again, with
+`Idempotent-Replayed: true`, and writes nothing; the same key with another body is `422`
+`idempotency_key_reused`; a retry while the first is still running is `409`
+`idempotency_key_in_flight`. A `5xx` records nothing: retry with the same key. Keys are kept
+24 hours.
+
+## Errors
+Every error is JSON, never an HTML page: `{"detail": "<sentence>", "code": "<code>"}`, with
+the codes of the socket's error frames (`invalid`, `not_found`, `forbidden`, `conflict`,
+`unavailable`, …) plus the specific ones above. Invalid input is `400` with the messages per
+field (`{"<field>": ["<message>"]}`). `401` not signed in, `403` not allowed, `404` unknown
+or not yours to see, `429` too many requests (`Retry-After`), `503` the database or Redis is
+unavailable (`Retry-After: 1`; nothing was written, retry).
+
+## Pagination
+- Room list: a JSON array, `page_size` (default 100, at most 500) a page; the other pages are
+  in the `Link` header (`<url>; rel="next"`, `<url>; rel="prev"`).
+- Messages: cursor pagination, `{next, previous, results}`; follow `next` (`?cursor=`), whose
+  pages stay stable while messages arrive; `page_size` up to 200.
+- Notifications: `{count, next, previous, results}`, `?page=` and `page_size` (at most 100).
+- Ids are integers `1..2**63-1`; anything else in a path is a `404`.
+"""
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Townsquare API",
-    "DESCRIPTION": "Rooms and messages over HTTP; the same services as the WebSocket protocol.",
+    "DESCRIPTION": API_DESCRIPTION,
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/docs/ (townsquare.pages.ApiDocsView) serves Swagger UI from our static files.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Links of /api/ (#/<tag>/<operationId>) open the operation.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True},
     # <id:…> path parameters (townsquare/converters.py): integers 1..2**63-1.
     "PATH_CONVERTER_OVERRIDES": {
         "id": {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}
