@@ -7,13 +7,15 @@ from dashboard import views as dashboard_views
 from realtime import health
 from realtime.asyncapi import asyncapi_view
 from realtime.views import PublishView, TokenView
+from townsquare import pages
 from townsquare.converters import IdConverter
 
 # <id:…> in every app's urls: ids 1..2**63-1, anything else a 404 (townsquare/converters.py).
 # Registered before the include()s below import the apps' url modules.
 register_converter(IdConverter, "id")
 
-# Error pages: JSON under /api/ ({"detail", "code"}), Django's HTML pages elsewhere.
+# Error pages: JSON under /api/ ({"detail", "code"}), elsewhere Django's views with our
+# templates (townsquare/templates/403.html, 404.html, 500.html).
 handler400 = "realtime.api_errors.bad_request"
 handler403 = "realtime.api_errors.permission_denied"
 handler404 = "realtime.api_errors.page_not_found"
@@ -28,7 +30,10 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("api/", pages.api_index, name="api-index"),
+    path("api/docs/", pages.ApiDocsView.as_view(), name="api-docs"),
     path("api/token/", TokenView.as_view(), name="api-token"),
+    # YAML; ?format=json for JSON.
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/asyncapi.json", asyncapi_view, name="api-asyncapi"),  # the /ws/ protocol
     path("api/publish/", PublishView.as_view(), name="api-publish"),
