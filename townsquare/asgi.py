@@ -1,7 +1,9 @@
 """ASGI entry point: HTTP through Django, WebSockets through Channels.
 
 The lifespan middleware starts the background services (worker stats, and on the leader
-the feed ticker and the dashboard publisher) with the server. WebSocket connections pass
+the feed ticker and the dashboard publisher) with the server. ``GET /sse/`` and its POSTs
+are served by ``realtime.sse`` (the ``/ws/`` consumer over Server-Sent Events), every
+other HTTP request by Django. WebSocket connections pass
 the origin check (``AllowedHostsOriginValidator``: the Origin header must name one of
 ``ALLOWED_HOSTS``), then sign-in by token or session (``SocketAuthMiddleware``).
 """
@@ -19,12 +21,14 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from realtime.lifespan import LifespanMiddleware  # noqa: E402
 from realtime.middleware import SocketAuthMiddleware  # noqa: E402
+from realtime.sse import SSEMiddleware  # noqa: E402
 from townsquare.routing import websocket_urlpatterns  # noqa: E402
 
 application = LifespanMiddleware(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            # /sse/: the same protocol over Server-Sent Events (realtime.sse).
+            "http": SSEMiddleware(django_asgi_app),
             "websocket": AllowedHostsOriginValidator(
                 SocketAuthMiddleware(URLRouter(websocket_urlpatterns))
             ),
