@@ -24,7 +24,7 @@ from .models import Notification
 class NotificationSerializer(serializers.ModelSerializer[Notification]):
     class Meta:
         model = Notification
-        fields = ["id", "offset", "kind", "title", "body", "data", "created_at", "read_at"]
+        fields = ["id", "offset", "kind", "title", "body", "data", "url", "created_at", "read_at"]
         read_only_fields = fields
 
 

@@ -38,6 +38,8 @@ class Notification(models.Model):
     title = models.CharField(max_length=200)
     body = models.TextField(blank=True, default="")
     data = models.JSONField(default=dict, blank=True)
+    #: Where the notification leads: a path on this site (``/shop/item/3/``), or "" for nowhere.
+    url = models.CharField(max_length=200, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     read_at = models.DateTimeField(null=True, blank=True)
     offset = models.PositiveBigIntegerField()

@@ -44,8 +44,9 @@ def notification_data(notification: Notification, *, unread: int | None = None) 
     """The ``data`` of a ``notification.created`` event and the API's notification shape.
 
     Shape: ``{id: int, offset: int, kind: str, title: str, body: str, data: object,
-    created_at: str (RFC 3339), read_at: str | null, unread?: int}`` — ``unread`` is the
-    recipient's unread count right after this notification, on live events only.
+    url: str, created_at: str (RFC 3339), read_at: str | null, unread?: int}`` — ``url`` is
+    the path the notification leads to ("" for none); ``unread`` is the recipient's unread
+    count right after this notification, on live events only.
     """
     payload: dict[str, Any] = {
         "id": notification.pk,
@@ -54,6 +55,7 @@ def notification_data(notification: Notification, *, unread: int | None = None) 
         "title": notification.title,
         "body": notification.body,
         "data": notification.data,
+        "url": notification.url,
         "created_at": notification.created_at.isoformat(),
         "read_at": notification.read_at.isoformat() if notification.read_at else None,
     }

@@ -29,8 +29,12 @@ def notifications_create(
     title: str,
     body: str = "",
     data: dict[str, Any] | None = None,
+    url: str = "",
 ) -> list[Notification]:
     """Create one notification per recipient and push each after commit.
+
+    ``url`` is where the notification leads, a path on this site (``/shop/item/3/``) that the
+    inbox and the toasts link its title to; "" for nowhere.
 
     The same few queries whatever the number of recipients: create missing inbox counters,
     lock the counters (in user-id order, so that writers with overlapping recipients queue
@@ -55,6 +59,7 @@ def notifications_create(
                     title=title,
                     body=body,
                     data=data or {},
+                    url=url,
                     offset=offsets[r],
                 )
                 for r in recipients

@@ -33,6 +33,8 @@ class NotificationCreated(Payload):
     body: str
     #: Kind-specific; for ``stock``: ``{item, quantity}``.
     data: dict[str, Any]
+    #: Where it leads, a path on this site (``/shop/item/3/`` for ``stock``); "" for nowhere.
+    url: str
     created_at: Annotated[str, RFC3339]
     read_at: Annotated[str, RFC3339] | None
     #: The unread count right after this notification; live events only.

@@ -7,7 +7,7 @@
   description never writes back the stock the page was opened with, so a purchase made
   while it was open is kept. Items are deleted freely (one with purchases is protected).
 - ``Purchase``: added through ``purchase_create`` (stock checked by the conditional ``UPDATE``,
-  decremented, the buyer made a watcher, events after commit); over the stock, the form says
+  decremented, the unit price recorded, events after commit); over the stock, the form says
   how many are left and nothing is stored. Read-only once made, and never deleted: a purchase
   is a record, and editing or deleting it would not give the stock back.
 - ``Watch``: added through ``watch_set``; deleted freely (a watch has no stream and no
@@ -30,11 +30,7 @@ from townsquare.admin_writes import AdminRefused, ServiceWritesAdmin
 
 from . import services
 from .models import Item, Purchase, Watch
-
-
-def format_cents(cents: int) -> str:
-    """``1234`` → ``"$12.34"``; ``123456789`` → ``"$1,234,567.89"`` (US dollars)."""
-    return f"${cents // 100:,}.{cents % 100:02d}"
+from .money import format_cents
 
 
 def _staff(request: HttpRequest) -> User:
@@ -88,11 +84,16 @@ class PurchaseAdmin(ServiceWritesAdmin[Purchase]):
     """Purchases: added through ``purchase_create``, then read-only; see the module's
     docstring."""
 
-    list_display = ["created_at", "user", "item", "quantity"]
+    list_display = ["created_at", "user", "item", "quantity", "total"]
     list_select_related = ["user", "item"]
     raw_id_fields = ["user"]
-    fields = ["user", "item", "quantity", "created_at"]
-    readonly_fields = ["created_at"]
+    fields = ["user", "item", "quantity", "price_cents", "created_at"]
+    readonly_fields = ["price_cents", "created_at"]
+
+    @admin.display(description="total")
+    def total(self, obj: Purchase) -> str:
+        """What it cost in all, as money (``$70.00``)."""
+        return format_cents(obj.total_cents)
 
     def has_change_permission(self, request: HttpRequest, obj: Purchase | None = None) -> bool:
         """Never: editing a purchase would not move the stock."""
@@ -116,7 +117,7 @@ class PurchaseAdmin(ServiceWritesAdmin[Purchase]):
             raise AdminRefused.from_validation_error(exc, field="quantity") from exc
         except Item.DoesNotExist as exc:
             raise AdminRefused("This item no longer exists.", field="item") from exc
-        obj.pk, obj.created_at = made.pk, made.created_at
+        obj.pk, obj.created_at, obj.price_cents = made.pk, made.created_at, made.price_cents
 
 
 @admin.register(Watch)

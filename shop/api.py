@@ -2,7 +2,8 @@
 
 ``GET   /api/items/``, ``GET /api/items/<id>/``     items with stock (``is_watching`` if signed in)
 ``PATCH /api/items/<id>/ {quantity}``               staff: set stock (seed 001's update API)
-``POST  /api/items/<id>/purchase/ {quantity}``      201, or 409 ``out_of_stock``
+``POST  /api/items/<id>/purchase/ {quantity}``      201, or 409 ``out_of_stock`` (buying does
+                                                    not watch the item)
 ``POST``/``DELETE /api/items/<id>/watch/``          watch / unwatch
 """
 
@@ -55,6 +56,8 @@ PurchaseResponse = inline_serializer(
         "id": serializers.IntegerField(),
         "item": serializers.IntegerField(),
         "quantity": serializers.IntegerField(),
+        "price_cents": serializers.IntegerField(help_text="The unit price paid, in cents."),
+        "total_cents": serializers.IntegerField(help_text="quantity × price_cents."),
         "remaining": serializers.IntegerField(),
         "created_at": serializers.DateTimeField(),
     },
@@ -117,9 +120,10 @@ class ItemDetailView(generics.RetrieveAPIView[Item]):
 
 
 class PurchaseView(APIView):
-    """``POST {quantity}`` → 201; 409 ``{code: "out_of_stock", detail, requested, available}``
-    when there is not enough; never oversells. With an ``Idempotency-Key`` a retry buys
-    nothing and gets the first answer (``realtime.idempotency``)."""
+    """``POST {quantity}`` → 201 ``{id, item, quantity, price_cents, total_cents, remaining,
+    created_at}``; 409 ``{code: "out_of_stock", detail, requested, available}`` when there is
+    not enough; never oversells, never makes the buyer a watcher. With an ``Idempotency-Key``
+    a retry buys nothing and gets the first answer (``realtime.idempotency``)."""
 
     permission_classes = [IsAuthenticated]
 
@@ -164,6 +168,8 @@ class PurchaseView(APIView):
                 "id": purchase.pk,
                 "item": purchase.item_id,
                 "quantity": purchase.quantity,
+                "price_cents": purchase.price_cents,
+                "total_cents": purchase.total_cents,
                 "remaining": purchase.item.quantity,
                 "created_at": purchase.created_at,
             },

@@ -38,13 +38,20 @@ class Item(models.Model):
 
 
 class Purchase(models.Model):
-    """One successful purchase of ``quantity`` units."""
+    """One successful purchase of ``quantity`` units at ``price_cents`` each.
+
+    The unit price is copied from the item when bought, so a later price change does not
+    rewrite what a past purchase cost.
+    """
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="purchases"
     )
     item = models.ForeignKey(Item, on_delete=models.PROTECT, related_name="purchases")
     quantity = models.PositiveIntegerField()
+    price_cents = models.PositiveIntegerField(
+        "unit price (cents)", default=0, help_text="The item's price when bought, in cents."
+    )
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -54,9 +61,14 @@ class Purchase(models.Model):
         """``bob bought 2 × Moka pot``."""
         return f"{self.user} bought {self.quantity} × {self.item}"
 
+    @property
+    def total_cents(self) -> int:
+        """What the purchase cost in all, in cents."""
+        return self.quantity * self.price_cents
+
 
 class Watch(models.Model):
-    """A user follows an item's stock; buying an item makes you a watcher."""
+    """A user follows an item's stock: each change notifies them. Only ``watch_set`` adds one."""
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="watches"

@@ -13,6 +13,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import F
+from django.urls import reverse
 
 from notifications.services import notifications_create
 from realtime.publish import publish_on_commit
@@ -40,9 +41,10 @@ def _check_quantity(quantity: object, *, minimum: int) -> int:
 
 
 def purchase_create(*, user: User, item_id: int, quantity: object) -> Purchase:
-    """Take ``quantity`` units of an item for ``user``; they become a watcher of it.
+    """Take ``quantity`` units of an item for ``user`` at its current price.
 
-    In the same transaction every other watcher gets a ``stock`` notification; after commit
+    Buying does not make the buyer a watcher: watching is their choice (``watch_set``). In
+    the same transaction every other watcher gets a ``stock`` notification; after commit
     ``shop.stock`` goes to the item's stream and each notification to its recipient's.
 
     Raises:
@@ -61,9 +63,9 @@ def purchase_create(*, user: User, item_id: int, quantity: object) -> Purchase:
                 raise Item.DoesNotExist(f"no item {item_id}")
             raise OutOfStock(item_id=item_id, requested=quantity, available=available)
         item = Item.objects.get(pk=item_id)
-        purchase = Purchase.objects.create(user=user, item=item, quantity=quantity)
-        # ON CONFLICT DO NOTHING: concurrent first purchases by one user must not collide.
-        Watch.objects.bulk_create([Watch(user=user, item=item)], ignore_conflicts=True)
+        purchase = Purchase.objects.create(
+            user=user, item=item, quantity=quantity, price_cents=item.price_cents
+        )
         _stock_changed(item, actor=user)
     return purchase
 
@@ -105,12 +107,13 @@ def _stock_changed(item: Item, *, actor: User | None) -> None:
         title=f"{item.name}: {item.quantity} left",
         body=f"The stock of {item.name} changed to {item.quantity}.",
         data={"item": item.pk, "quantity": item.quantity},
+        url=reverse("shop:item", args=[item.pk]),
     )
     publish_on_commit(item.stream, "shop.stock", stock_data(item))
 
 
 def watch_set(*, user: User, item_id: int, watching: bool) -> bool:
-    """Start or stop watching an item; returns the new state.
+    """Start or stop watching an item; returns the new state. Idempotent both ways.
 
     Raises:
         Item.DoesNotExist: no such item.

@@ -110,3 +110,29 @@ def test_inbox_page(demo: Demo) -> None:
     html = client.get("/notifications/").content.decode()
     assert "&lt;b&gt;hi&lt;/b&gt;" in html
     assert Client().get("/notifications/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_a_notification_links_to_where_it_leads(demo: Demo) -> None:
+    """Its ``url`` is in the API, the event payload and the inbox page's title link."""
+    from django.test import Client
+
+    from notifications.selectors import notification_data
+
+    services.notifications_create(
+        recipient_ids=[demo.bob.pk], kind="stock", title="Moka pot: 7 left", url="/shop/item/2/"
+    )
+    services.notifications_create(recipient_ids=[demo.bob.pk], kind="note", title="plain")
+    linked, plain = Notification.objects.get(kind="stock"), Notification.objects.get(kind="note")
+    assert notification_data(linked)["url"] == "/shop/item/2/"
+    assert notification_data(plain)["url"] == ""
+    results = api(demo.bob).get("/api/notifications/").json()["results"]
+    assert [(n["title"], n["url"]) for n in results] == [
+        ("plain", ""),
+        ("Moka pot: 7 left", "/shop/item/2/"),
+    ]
+    client = Client()
+    client.force_login(demo.bob)
+    html = client.get("/notifications/").content.decode()
+    assert '<a class="title" href="/shop/item/2/">Moka pot: 7 left</a>' in html
+    assert '<strong class="title">plain</strong>' in html

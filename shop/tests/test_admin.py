@@ -9,8 +9,8 @@ import pytest
 from django.test import Client
 
 from shop import services
-from shop.admin import format_cents
 from shop.models import Item, Purchase, Watch
+from shop.money import format_cents
 
 from .conftest import Demo
 
@@ -69,7 +69,8 @@ def test_a_purchase_in_the_admin_takes_stock_and_publishes(
     purchase = Purchase.objects.get()
     assert (purchase.user, purchase.item, purchase.quantity) == (demo.dave, item, 3)
     assert (moka().quantity, moka().version) == (7, 1)
-    assert Watch.objects.filter(user=demo.dave, item=item).exists()
+    assert purchase.price_cents == 3500  # the item's price, recorded by the service
+    assert not Watch.objects.filter(user=demo.dave, item=item).exists()
     publish.assert_called_once_with(
         item.stream,
         "shop.stock",
@@ -161,6 +162,7 @@ def test_labels_and_prices_read_well(demo: Demo, admin_client: Client) -> None:
     assert "Price (cents)" in form
     purchase = services.purchase_create(user=demo.dave, item_id=moka().pk, quantity=2)
     assert str(purchase) == "dave bought 2 × Moka pot"
+    services.watch_set(user=demo.dave, item_id=moka().pk, watching=True)
     assert str(Watch.objects.get(user=demo.dave)) == "dave watches Moka pot"
 
 
@@ -172,6 +174,7 @@ def test_a_user_with_purchases_and_notifications_can_still_be_deleted(
     from notifications.models import Notification
 
     services.purchase_create(user=demo.dave, item_id=moka().pk, quantity=2)
+    services.watch_set(user=demo.dave, item_id=moka().pk, watching=True)
     services.purchase_create(user=demo.bob, item_id=moka().pk, quantity=1)  # dave is told
     assert Notification.objects.filter(recipient=demo.dave).count() == 1
     page = admin_client.get(f"/admin/auth/user/{demo.dave.pk}/delete/")

@@ -23,15 +23,39 @@ def moka() -> Item:
     return Item.objects.get(name="Moka pot")
 
 
-def test_purchase_takes_stock_records_it_and_makes_a_watcher(demo: Demo) -> None:
-    item = moka()
+def test_purchase_takes_stock_and_records_it_at_the_price_then(demo: Demo) -> None:
+    item = moka()  # $35.00
     purchase = services.purchase_create(user=demo.dave, item_id=item.pk, quantity=3)
     item.refresh_from_db()
     assert (item.quantity, item.version) == (7, 1)
     assert (purchase.user, purchase.item, purchase.quantity) == (demo.dave, item, 3)
-    assert Watch.objects.filter(user=demo.dave, item=item).exists()
-    services.purchase_create(user=demo.dave, item_id=item.pk, quantity=1)
+    assert (purchase.price_cents, purchase.total_cents) == (3500, 10500)
+    Item.objects.filter(pk=item.pk).update(price_cents=4000)
+    purchase.refresh_from_db()
+    assert purchase.total_cents == 10500  # a later price change does not rewrite it
+    assert services.purchase_create(user=demo.dave, item_id=item.pk, quantity=1).price_cents == 4000
+
+
+def test_buying_does_not_make_the_buyer_a_watcher(demo: Demo) -> None:
+    item = moka()
+    services.purchase_create(user=demo.dave, item_id=item.pk, quantity=3)
+    assert not Watch.objects.filter(user=demo.dave, item=item).exists()
+    # So dave hears nothing of the next change, until he chooses to watch.
+    services.item_stock_set(item_id=item.pk, quantity=20, actor=None)
+    assert not Notification.objects.filter(recipient=demo.dave).exists()
+    assert services.watch_set(user=demo.dave, item_id=item.pk, watching=True) is True
+    services.item_stock_set(item_id=item.pk, quantity=0, actor=None)
+    assert list(Notification.objects.filter(recipient=demo.dave).values_list("title", "url")) == [
+        ("Moka pot: 0 left", f"/shop/item/{item.pk}/")
+    ]
+    # Watching a watched item again and unwatching twice are no-ops, not errors.
+    assert services.watch_set(user=demo.dave, item_id=item.pk, watching=True) is True
     assert Watch.objects.filter(user=demo.dave, item=item).count() == 1
+    assert services.watch_set(user=demo.dave, item_id=item.pk, watching=False) is False
+    assert services.watch_set(user=demo.dave, item_id=item.pk, watching=False) is False
+    assert not Watch.objects.filter(user=demo.dave, item=item).exists()
+    with pytest.raises(Item.DoesNotExist):
+        services.watch_set(user=demo.dave, item_id=99999, watching=True)
 
 
 def test_purchase_beyond_stock_raises_out_of_stock_and_writes_nothing(demo: Demo) -> None:
@@ -66,8 +90,8 @@ def test_the_database_refuses_negative_stock(demo: Demo) -> None:
 def test_a_change_notifies_every_watcher_but_the_actor(demo: Demo) -> None:
     item = moka()  # watched by alice and bob
     services.purchase_create(user=demo.bob, item_id=item.pk, quantity=2)
-    notes = list(Notification.objects.values_list("recipient__username", "kind", "data"))
-    assert notes == [("alice", "stock", {"item": item.pk, "quantity": 8})]
+    notes = list(Notification.objects.values_list("recipient__username", "kind", "data", "url"))
+    assert notes == [("alice", "stock", {"item": item.pk, "quantity": 8}, f"/shop/item/{item.pk}/")]
     Notification.objects.all().delete()
     services.item_stock_set(item_id=item.pk, quantity=20, actor=demo.alice)
     recipients = sorted(Notification.objects.values_list("recipient__username", flat=True))

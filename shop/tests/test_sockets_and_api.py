@@ -13,7 +13,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from realtime import events
-from realtime.tests.conftest import communicator, receive, send
+from realtime.tests.conftest import communicator, receive, send, session_cookie
 from realtime.tokens import ALGORITHM, ISSUER, issue_token
 from shop import services
 from shop.models import Item, Purchase
@@ -131,6 +131,20 @@ def test_purchase_api_201_then_409_with_a_clear_body(demo: Demo) -> None:
     }
     assert Item.objects.get(pk=moka_id()).quantity == 3
     assert Purchase.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_purchase_api_gives_the_price_paid_and_does_not_watch(demo: Demo) -> None:
+    client = api(demo.dave)
+    ok = client.post(f"/api/items/{moka_id()}/purchase/", {"quantity": 2}, format="json")
+    assert ok.status_code == 201
+    body = ok.json()
+    assert (body["quantity"], body["price_cents"], body["total_cents"]) == (2, 3500, 7000)
+    assert demo.dave.watches.count() == 0
+    assert client.get(f"/api/items/{moka_id()}/").json()["is_watching"] is False
+    # Watching stays the buyer's choice, through the watch endpoint.
+    assert client.post(f"/api/items/{moka_id()}/watch/").json()["is_watching"] is True
+    assert client.get(f"/api/items/{moka_id()}/").json()["is_watching"] is True
 
 
 @pytest.mark.django_db
@@ -254,3 +268,25 @@ def test_shop_pages(client: Any, demo: Demo) -> None:
     page = client.get(f"/shop/item/{moka_id()}/")
     assert page.status_code == 200 and "Moka pot" in page.content.decode()
     assert client.get("/shop/item/9999/").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_live_stock_notification_carries_its_item_link(demo: Demo) -> None:
+    """A purchase tells the other watchers over their inbox stream, with the item's page."""
+    moka = await Item.objects.aget(name="Moka pot")  # alice and bob watch it
+    comm = communicator(cookie=await database_sync_to_async(session_cookie)(demo.bob))
+    assert (await comm.connect())[0]
+    await send(comm, {"type": "subscribe", "stream": f"user:{demo.bob.pk}"})
+    assert (await receive(comm))["type"] == "ack"
+    assert (await receive(comm))["event"] == "notification.unread"
+    buy = database_sync_to_async(services.purchase_create)
+    await buy(user=demo.alice, item_id=moka.pk, quantity=2)
+    frame = await receive(comm)
+    assert frame["event"] == "notification.created"
+    data = frame["data"]
+    assert (data["title"], data["data"], data["url"]) == (
+        "Moka pot: 8 left",
+        {"item": moka.pk, "quantity": 8},
+        f"/shop/item/{moka.pk}/",
+    )
+    await comm.disconnect()

@@ -42,6 +42,17 @@ export function subscribeInbox(listener) {
   });
 }
 
+/**
+ * A notification's `url` if it is a path on this site (`/shop/item/3/`), else null: only
+ * same-site paths become links, never `javascript:` or another host.
+ *
+ * @param {unknown} url
+ * @returns {string | null}
+ */
+export function linkTarget(url) {
+  return typeof url === "string" && url.startsWith("/") && !url.startsWith("//") ? url : null;
+}
+
 function setUnread(unread) {
   if (!count || !Number.isInteger(unread)) return;
   count.textContent = String(unread);
@@ -53,8 +64,10 @@ function showToast(notification) {
   const toast = document.createElement("div");
   toast.className = "toast";
   toast.setAttribute("role", "status");
-  const title = document.createElement("strong");
+  const url = linkTarget(notification.url);
+  const title = document.createElement(url ? "a" : "strong");
   title.className = "toast-title";
+  if (url) title.href = url;
   title.textContent = notification.title ?? "";
   toast.append(title);
   if (notification.body) {

@@ -5,15 +5,19 @@
 
 import { getClient } from "../realtime/shared.js";
 
-/** Show a `shop.stock` event on `el` (a `.quantity`) unless it is older than what is shown. */
+/**
+ * Show a `shop.stock` event on `el` (a `.quantity`) unless it is older than what is shown;
+ * `container` gets the class `out` while sold out. Returns whether the event was shown.
+ */
 export function showStock(el, data, container) {
   const shown = Number(el.dataset.version ?? -1);
-  if (!Number.isInteger(data.version) || data.version <= shown) return;
+  if (!Number.isInteger(data.version) || data.version <= shown) return false;
   el.dataset.version = String(data.version);
   el.textContent = String(data.quantity);
   const out = data.quantity === 0;
   el.classList.toggle("out", out);
   container?.classList.toggle("out", out);
+  return true;
 }
 
 const list = document.getElementById("items");
