@@ -22,6 +22,7 @@ pytestmark = pytest.mark.browser
 
 ITEM = "Moka pot"  # alice and bob watch it in the demo data
 BOUGHT = 3  # units this test buys in all: 2 on the item page, then 1 more
+FROTHER = "Milk frother"  # $15.00; nobody watches it in the demo data
 
 
 def unread_count(page: Page) -> int:
@@ -90,28 +91,39 @@ def test_stock_bell_toast_and_inbox_live(new_page: Callable[[], Page], server: S
     alice_unread = unread_count(alice)
     alice.fill("#buy-quantity", "2")
     alice.get_by_role("button", name="Buy", exact=True).click()
-    expect(alice.locator("#buy-result")).to_have_text("Bought 2.")
-    expect(alice.locator("#watch")).to_have_text("Watching")
+    expect(alice.locator("#buy-result")).to_have_text(f"Bought 2 × {ITEM} for $70.00. My purchases")
+    # alice already watches it: no offer to watch, and the toggle says so.
+    expect(alice.locator("#watch")).to_have_attribute("aria-pressed", "true")
+    expect(alice.locator("#notify-offer")).to_be_hidden()
 
     # Both pages show the new stock live; bob, a watcher, gets a notification and a toast.
     expect(bob_quantity).to_have_text(str(start - 2))
     expect(alice_quantity).to_have_text(str(start - 2))
     expect(bob.locator("#bell-count")).to_have_text(str(bob_unread + 1))
-    expect(bob.locator("#toasts .toast").last).to_contain_text(f"{ITEM}: {start - 2} left")
+    toast = bob.locator("#toasts .toast").last
+    expect(toast).to_contain_text(f"{ITEM}: {start - 2} left")
+    # The toast's title leads to the item.
+    expect(toast.get_by_role("link", name=f"{ITEM}: {start - 2} left")).to_have_attribute(
+        "href", f"/shop/item/{item_id}/"
+    )
     assert bob.evaluate("window.__notReloaded") is True
     # alice bought, so she is not notified.
     expect(alice.locator("#bell-count")).to_have_attribute("data-count", str(alice_unread))
     expect(alice.locator("#toasts .toast")).to_have_count(0)
 
-    # More than the stock: 409, its detail shown, and nothing changes.
+    # More than the stock: said at once, nothing bought; the error goes when the input changes.
     alice.fill("#buy-quantity", "999999")
     alice.get_by_role("button", name="Buy", exact=True).click()
     result = alice.locator("#buy-result")
-    expect(result).to_have_text(f"Not enough stock: 999999 requested, {start - 2} available.")
+    expect(result).to_have_text(f"Only {start - 2} left.")
     expect(result).to_have_class(re.compile(r"\berror\b"))
+    expect(alice.locator("#buy-quantity")).to_have_attribute("aria-invalid", "true")
     assert alice.request.get(f"/api/items/{item_id}/").json()["quantity"] == start - 2
     expect(alice_quantity).to_have_text(str(start - 2))
     expect(bob_quantity).to_have_text(str(start - 2))
+    alice.locator("#buy-quantity").press_sequentially("0")  # an edit, as typed
+    expect(result).to_have_text("")
+    expect(result).not_to_have_class(re.compile(r"\berror\b"))
 
     # bob's inbox lists the notification, unread.
     bob.goto("/notifications/")
@@ -119,14 +131,21 @@ def test_stock_bell_toast_and_inbox_live(new_page: Callable[[], Page], server: S
     newest = rows.first
     expect(newest).to_contain_text(f"{ITEM}: {start - 2} left")
     expect(newest).to_have_class(re.compile(r"\bunread\b"))
+    expect(newest.get_by_role("link", name=f"{ITEM}: {start - 2} left")).to_have_attribute(
+        "href", f"/shop/item/{item_id}/"
+    )
     expect(bob.locator("#bell-count")).to_have_text(str(bob_unread + 1))
 
     # A new one appears at the top live.
     alice.fill("#buy-quantity", "1")
     alice.get_by_role("button", name="Buy", exact=True).click()
-    expect(alice.locator("#buy-result")).to_have_text("Bought 1.")
+    expect(alice.locator("#buy-result")).to_have_text(f"Bought 1 × {ITEM} for $35.00. My purchases")
     expect(newest).to_contain_text(f"{ITEM}: {start - 3} left")
     expect(newest).to_have_class(re.compile(r"\bunread\b"))
+    # The live row links to the item as the rendered ones do.
+    expect(newest.get_by_role("link", name=f"{ITEM}: {start - 3} left")).to_have_attribute(
+        "href", f"/shop/item/{item_id}/"
+    )
     expect(bob.locator("#bell-count")).to_have_text(str(bob_unread + 2))
 
     # Mark one read, then all.
@@ -156,4 +175,116 @@ def test_anonymous_visitor_sees_live_stock_and_a_sign_in_link(
     expect(sign_in).to_have_attribute(
         "href", re.compile(r"^/accounts/login/\?next=/shop/item/\d+/$")
     )
+    assert errors == []
+
+
+def set_stock(server: Server, staff_token: str, item_id: int, quantity: int) -> None:
+    """Staff sets the stock over the API, as another client would."""
+    response = httpx.patch(
+        f"{server.http}/api/items/{item_id}/",
+        json={"quantity": quantity},
+        headers={"Authorization": f"Bearer {staff_token}"},
+    )
+    assert response.status_code == 200, response.text
+
+
+def no_sideways_scroll(page: Page) -> None:
+    """The page is no wider than the window (no horizontal scroll bar)."""
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"{page.url} is {overflow} px too wide"
+
+
+def test_buying_follows_live_stock_and_the_purchase_is_listed(
+    new_page: Callable[[], Page], server: Server
+) -> None:
+    """dave (no watches) on a phone-sized page: Buy and the quantity's max follow stock events
+    from other clients; the confirmation gives the total; "My purchases" lists it."""
+    frother = next(i for i in httpx.get(f"{server.http}/api/items/").json() if i["name"] == FROTHER)
+    item_id = frother["id"]
+    staff = token_for(server, "alice")
+    set_stock(server, staff, item_id, 3)
+    dave = new_page()
+    dave.set_viewport_size({"width": 390, "height": 844})
+    errors: list[str] = []
+    watch_for_errors(dave, errors)
+    log_in(dave, "dave")
+    dave.goto(f"/shop/item/{item_id}/")
+    wait_live(dave)
+    amount = dave.get_by_label("Quantity")
+    buy = dave.get_by_role("button", name="Buy", exact=True)
+    expect(amount).to_have_attribute("max", "3")
+    expect(dave.get_by_role("button", name="Watch this item")).to_have_attribute(
+        "aria-pressed", "false"
+    )
+    no_sideways_scroll(dave)
+
+    # Another client buys one: the cap follows.
+    bought = httpx.post(
+        f"{server.http}/api/items/{item_id}/purchase/",
+        json={"quantity": 1},
+        headers={"Authorization": f"Bearer {token_for(server, 'bob')}"},
+    )
+    assert bought.status_code == 201, bought.text
+    expect(dave.locator("#quantity")).to_have_text("2")
+    expect(amount).to_have_attribute("max", "2")
+
+    # Asking for more than is left: an error, gone as soon as the quantity is edited.
+    amount.fill("3")
+    buy.click()
+    result = dave.locator("#buy-result")
+    expect(result).to_have_text("Only 2 left.")
+    amount.fill("2")
+    expect(result).to_have_text("")
+
+    # Buying the last two: the confirmation with the total, then sold out live.
+    buy.click()
+    expect(result).to_have_text(f"Bought 2 × {FROTHER} for $30.00. My purchases")
+    expect(dave.locator("#quantity")).to_have_text("0")
+    expect(buy).to_be_disabled()
+    expect(amount).to_be_disabled()
+    expect(amount).to_have_attribute("max", "0")
+    expect(dave.locator(".item-detail")).to_contain_text("sold out")
+    no_sideways_scroll(dave)
+
+    # dave did not become a watcher; the page offers it, and takes it.
+    offer = dave.get_by_role("button", name="Notify me when it's back in stock")
+    expect(offer).to_be_visible()
+    offer.click()
+    expect(offer).to_be_hidden()
+    expect(dave.get_by_role("button", name="Watch this item")).to_have_attribute(
+        "aria-pressed", "true"
+    )
+    expect(dave.locator("#watch-state")).to_have_text(
+        "Watching: you get a notification when its stock changes."
+    )
+
+    # Restocked by staff: Buy comes back with the new cap.
+    set_stock(server, staff, item_id, 5)
+    expect(buy).to_be_enabled()
+    expect(amount).to_be_enabled()
+    expect(amount).to_have_attribute("max", "5")
+
+    # "My purchases": the newest first, with its item link, quantity, total and time.
+    result.get_by_role("link", name="My purchases").click()
+    expect(dave.get_by_role("heading", name="My purchases")).to_be_visible()
+    first = dave.locator("#purchases tbody tr").first
+    expect(first.locator("td")).to_have_text([FROTHER, "2", "$30.00", re.compile(r"\S")])
+    expect(first.get_by_role("link", name=FROTHER)).to_have_attribute(
+        "href", f"/shop/item/{item_id}/"
+    )
+    expect(first.locator("time")).to_have_attribute("datetime", re.compile(r"^\d{4}-\d\d-\d\dT"))
+    no_sideways_scroll(dave)
+
+    # The list shows sold out live too.
+    dave.goto("/shop/")
+    wait_live(dave)
+    card = dave.locator("#items li.item", has=dave.get_by_role("link", name=FROTHER, exact=True))
+    expect(card).not_to_have_class(re.compile(r"\bout\b"))
+    set_stock(server, staff, item_id, 0)
+    expect(card).to_have_class(re.compile(r"\bout\b"))
+    expect(card).to_contain_text("0 in stock · sold out")
+    set_stock(server, staff, item_id, 4)
+    expect(card).not_to_have_class(re.compile(r"\bout\b"))
+    expect(card.locator(".quantity")).to_have_text("4")
+    no_sideways_scroll(dave)
     assert errors == []

@@ -2,7 +2,7 @@
 // "Mark all read" call the API. The bell's count follows from the server's
 // `notification.unread` event, not from here. Text is written with textContent only.
 
-import { subscribeInbox } from "./bell.js";
+import { linkTarget, subscribeInbox } from "./bell.js";
 
 const list = document.getElementById("notifications");
 const markAll = document.getElementById("mark-all-read");
@@ -48,6 +48,16 @@ async function post(url) {
 
 // --- rendering ------------------------------------------------------------------------------
 
+/** The title: a link to where the notification leads (`data.url`), else plain. */
+function titleElement(data) {
+  const url = linkTarget(data.url);
+  const title = document.createElement(url ? "a" : "strong");
+  title.className = "title";
+  if (url) title.href = url;
+  title.textContent = data.title;
+  return title;
+}
+
 /** The same markup as the server-rendered list in notifications/inbox.html. */
 function notificationElement(data) {
   const li = document.createElement("li");
@@ -55,9 +65,7 @@ function notificationElement(data) {
   li.dataset.id = String(data.id);
   const text = document.createElement("div");
   text.className = "notification-text";
-  const title = document.createElement("strong");
-  title.className = "title";
-  title.textContent = data.title;
+  const title = titleElement(data);
   const time = document.createElement("time");
   time.dateTime = data.created_at;
   showTime(time);
