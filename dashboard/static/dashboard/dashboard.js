@@ -5,6 +5,7 @@
 // the "changed" flash is a CSS class.
 
 import { getClient } from "../realtime/shared.js";
+import { setTime } from "../townsquare/time.js";
 
 // The chart's plot area in viewBox units; dashboard.html draws the grid for the same box.
 const PLOT = { left: 40, right: 592, top: 10, bottom: 136 };
@@ -143,9 +144,7 @@ function show(data) {
   drawChart(data.series);
   const updated = byId("c-updated");
   if (updated && Number.isFinite(data.at)) {
-    const at = new Date(data.at * 1000);
-    updated.dateTime = at.toISOString();
-    updated.textContent = at.toLocaleTimeString();
+    setTime(updated, new Date(data.at * 1000));
   }
 }
 

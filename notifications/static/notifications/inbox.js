@@ -2,20 +2,17 @@
 // "Mark all read" call the API. The bell's count follows from the server's
 // `notification.unread` event, not from here. Text is written with textContent only.
 
+import { setTime } from "../townsquare/time.js";
 import { linkTarget, subscribeInbox } from "./bell.js";
 
 const list = document.getElementById("notifications");
 const markAll = document.getElementById("mark-all-read");
 const errorBox = document.getElementById("inbox-error");
 
-const timeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
-
+// The site's one time format (townsquare/time.js): date and time, the date left out today.
 function showTime(el) {
-  const when = new Date(el.dateTime);
-  if (!Number.isNaN(when.getTime())) {
-    el.textContent = timeFormat.format(when);
-    el.title = when.toLocaleString();
-  }
+  el.dataset.format = "datetime";
+  setTime(el);
 }
 
 function showError(text) {
