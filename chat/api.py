@@ -8,6 +8,9 @@
 ``GET  /api/rooms/<id>/messages/``        newest first, cursor pagination (``?cursor=``)
 ``POST /api/rooms/<id>/messages/``        ``{text, client_id?}`` → 201, pushed live too
 ``POST /api/rooms/<id>/join/`` / ``leave/``  membership of public rooms
+``PATCH  /api/rooms/<id>/messages/<mid>/``  ``{text}`` → 200 the message (author only)
+``DELETE /api/rooms/<id>/messages/<mid>/``  → 204 (author, staff, room moderator)
+``POST /api/rooms/<id>/messages/<mid>/reactions/``  ``{emoji, on?}`` → 200 ``{id, reactions}``
 
 A room that does not exist, an id outside ``1..2**63-1`` and a private room of which the user
 is not a member all answer the same 404 ``{"detail": "No such room."}``: a non-member learns
@@ -22,7 +25,12 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound, Throttled
 from rest_framework.pagination import Cursor, CursorPagination
@@ -86,14 +94,42 @@ class AuthorSerializer(serializers.Serializer[Any]):
 
 
 class MessageSerializer(serializers.ModelSerializer[Message]):
+    """A message in its current state: ``edited_at`` (null if never edited), ``deleted``
+    (then ``text`` is ""), ``reactions`` ``{emoji: [user ids]}`` (prefetched by the list)."""
+
     author = AuthorSerializer(read_only=True)
     room = serializers.IntegerField(source="room_id", read_only=True)
+    deleted = serializers.SerializerMethodField()
+    reactions = serializers.SerializerMethodField()
 
     class Meta:
         model = Message
-        fields = ["id", "room", "offset", "author", "text", "client_id", "created_at"]
-        read_only_fields = ["id", "room", "offset", "author", "created_at"]
+        fields = [
+            "id",
+            "room",
+            "offset",
+            "author",
+            "text",
+            "client_id",
+            "created_at",
+            "edited_at",
+            "deleted",
+            "reactions",
+        ]
+        read_only_fields = ["id", "room", "offset", "author", "created_at", "edited_at"]
         extra_kwargs = {"client_id": {"required": False}}
+
+    def get_deleted(self, message: Message) -> bool:
+        return message.deleted_at is not None
+
+    @extend_schema_field(
+        serializers.DictField(
+            child=serializers.ListField(child=serializers.IntegerField()),
+            help_text="{emoji: [user ids]}, emojis in the order of their first reaction",
+        )
+    )
+    def get_reactions(self, message: Message) -> dict[str, list[int]]:
+        return selectors.message_reactions(message)
 
 
 class CheckedCursorPagination(CursorPagination):
@@ -242,7 +278,7 @@ class MessageListCreateView(generics.ListCreateAPIView[Message]):
 
     def get_queryset(self) -> QuerySet[Message]:
         room = _readable_room(self.request, self.kwargs["room_id"])
-        return Message.objects.filter(room=room).select_related("author")
+        return selectors.message_queryset().filter(room=room)
 
     @extend_schema(
         parameters=IDEMPOTENCY_PARAMETERS,
@@ -299,3 +335,163 @@ class RoomMembershipView(APIView):
             raise _not_found(exc) from exc
         room.is_member = self.action == "join"  # type: ignore[attr-defined]
         return Response(RoomSerializer(room).data)
+
+
+# --- Edits, deletes and reactions (docs/protocol.md: chat.edit, chat.delete, chat.react) ------
+
+NO_SUCH_MESSAGE = "No such message."
+
+
+class MessageEditSerializer(serializers.Serializer[Any]):
+    """``PATCH /api/rooms/<id>/messages/<mid>/``: the new text (``services.message_edit``
+    checks it again: a JSON string, not blank, stripped, no NUL)."""
+
+    text = serializers.CharField(
+        max_length=services.MAX_TEXT_LENGTH, help_text="the new text, 1 to 4,000 characters"
+    )
+
+
+class MessageEditErrorSerializer(serializers.Serializer[Any]):
+    """A 400 of ``PATCH …/messages/<mid>/``: the messages for the text."""
+
+    text = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class ReactErrorSerializer(serializers.Serializer[Any]):
+    """A 400 of ``POST …/reactions/``: the messages for each field refused."""
+
+    emoji = serializers.ListField(child=serializers.CharField(), required=False)
+    on = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class ReactSerializer(serializers.Serializer[Any]):
+    """``POST /api/rooms/<id>/messages/<mid>/reactions/`` (``services.message_react``)."""
+
+    emoji = serializers.CharField(
+        max_length=services.EMOJI_MAX,
+        trim_whitespace=False,
+        help_text=f"1 to {services.EMOJI_MAX} characters, no whitespace or control characters",
+    )
+    on = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        help_text="a JSON boolean: set (true) or remove (false) the reaction, retry-safe; "
+        "absent or null: toggle it",
+    )
+
+
+class ReactionsSerializer(serializers.Serializer[Any]):
+    """The answer of ``POST …/reactions/``: the message's reactions now."""
+
+    id = serializers.IntegerField()
+    reactions = serializers.DictField(
+        child=serializers.ListField(child=serializers.IntegerField()),
+        help_text="{emoji: [user ids]}, emojis in the order of their first reaction",
+    )
+
+
+def _change_error(exc: Exception, field: str | None = None) -> Exception:
+    # A message of a private room the user cannot read answers as an unknown one: the
+    # services raise Message.DoesNotExist for both.
+    return api_error(exc, field=field, not_found=NO_SUCH_MESSAGE)
+
+
+def _raw(request: Request, name: str) -> object:
+    """The field as the client sent it: the services check its JSON type themselves (DRF's
+    fields would turn ``5`` into ``"5"`` and ``"yes"`` into ``True``)."""
+    data = request.data
+    return data.get(name) if hasattr(data, "get") else None
+
+
+class MessageDetailView(APIView):
+    """``PATCH`` edits a message's text (its author only); ``DELETE`` deletes it (author,
+    staff or a moderator of the room): the same services as ``chat.edit``/``chat.delete``,
+    published to the room's stream.
+
+    404 for an unknown message, a message of another room, and any message of a private
+    room the user is not a member of; PATCH on a deleted message is 404 too.
+    """
+
+    @extend_schema(
+        request=MessageEditSerializer,
+        responses={
+            200: OpenApiResponse(MessageSerializer, description="the message, edited"),
+            400: OpenApiResponse(
+                MessageEditErrorSerializer,
+                description="text missing, not a string, blank or too long",
+            ),
+            403: OpenApiResponse(ErrorSerializer, description="not the message's author"),
+            404: OpenApiResponse(
+                ErrorSerializer, description="no such message (or deleted, or not readable)"
+            ),
+        },
+    )
+    def patch(self, request: Request, room_id: int, message_id: int) -> Response:
+        """Edit the text; the same text changes nothing (no event)."""
+        MessageEditSerializer(data=request.data).is_valid(raise_exception=True)
+        try:
+            result = services.message_edit(
+                user=request.user,
+                message_id=message_id,
+                text=_raw(request, "text"),
+                room_id=room_id,
+            )
+        except (Message.DoesNotExist, DjangoPermissionDenied, DjangoValidationError) as exc:
+            raise _change_error(exc, field="text") from exc
+        return Response(MessageSerializer(result.message).data)
+
+    @extend_schema(
+        request=None,
+        responses={
+            204: OpenApiResponse(description="deleted (or it already was)"),
+            403: OpenApiResponse(
+                ErrorSerializer, description="neither the author, staff nor a moderator"
+            ),
+            404: OpenApiResponse(ErrorSerializer, description="no such message"),
+        },
+    )
+    def delete(self, request: Request, room_id: int, message_id: int) -> Response:
+        """Delete: a tombstone at the same offset (text and reactions gone)."""
+        try:
+            services.message_delete(user=request.user, message_id=message_id, room_id=room_id)
+        except (Message.DoesNotExist, DjangoPermissionDenied, DjangoValidationError) as exc:
+            raise _change_error(exc) from exc
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MessageReactionsView(APIView):
+    """``POST {emoji, on?}``: toggle (or set) the user's reaction on a message, as
+    ``chat.react``; anyone who may read the room may react. 404 as ``MessageDetailView``
+    (deleted messages included)."""
+
+    @extend_schema(
+        request=ReactSerializer,
+        parameters=IDEMPOTENCY_PARAMETERS,
+        responses={
+            200: ReactionsSerializer,
+            400: OpenApiResponse(
+                ReactErrorSerializer, description="a bad emoji or on, or too many reactions"
+            ),
+            404: OpenApiResponse(ErrorSerializer, description="no such message"),
+            409: IDEMPOTENCY_IN_FLIGHT,
+            **IDEMPOTENCY_RESPONSES,
+        },
+    )
+    @idempotent
+    def post(self, request: Request, room_id: int, message_id: int) -> Response:
+        """Toggle or set; with an ``Idempotency-Key``, a retried toggle toggles once."""
+        ReactSerializer(data=request.data).is_valid(raise_exception=True)
+        on = _raw(request, "on")
+        if on is not None and type(on) is not bool:
+            raise serializers.ValidationError({"on": ["Must be a JSON boolean or null."]})
+        try:
+            result = services.message_react(
+                user=request.user,
+                message_id=message_id,
+                emoji=_raw(request, "emoji"),
+                on=on,
+                room_id=room_id,
+            )
+        except (Message.DoesNotExist, DjangoPermissionDenied, DjangoValidationError) as exc:
+            raise _change_error(exc, field="emoji") from exc
+        return Response({"id": result.message.pk, "reactions": result.reactions})

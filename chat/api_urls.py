@@ -9,6 +9,16 @@ urlpatterns = [
         api.MessageListCreateView.as_view(),
         name="api-room-messages",
     ),
+    path(
+        "rooms/<id:room_id>/messages/<id:message_id>/",
+        api.MessageDetailView.as_view(),
+        name="api-room-message",
+    ),
+    path(
+        "rooms/<id:room_id>/messages/<id:message_id>/reactions/",
+        api.MessageReactionsView.as_view(),
+        name="api-room-message-reactions",
+    ),
     path("rooms/<id:room_id>/join/", api.RoomMembershipView.as_view(action="join")),
     path("rooms/<id:room_id>/leave/", api.RoomMembershipView.as_view(action="leave")),
 ]

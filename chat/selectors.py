@@ -6,9 +6,9 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, OuterRef, Q, QuerySet, Value
+from django.db.models import Exists, Max, OuterRef, Prefetch, Q, QuerySet, Value
 
-from .models import Message, Room
+from .models import Message, MessageChange, Reaction, Room
 
 AnyUser = AbstractBaseUser | AnonymousUser
 
@@ -114,29 +114,76 @@ def room_member_names(*, room: Room) -> list[dict[str, Any]]:
     ]
 
 
+def reactions_prefetch() -> Prefetch:
+    """``prefetch_related`` argument for ``message_event_data``: every reaction of the
+    messages listed, in one query, oldest first (so ``message_reactions`` needs none)."""
+    return Prefetch("reactions", queryset=Reaction.objects.order_by("created_at", "pk"))
+
+
+def message_queryset() -> QuerySet[Message]:
+    """Messages with what ``message_event_data`` reads: the author (joined) and the
+    reactions (one more query for the whole list, whatever its length)."""
+    return Message.objects.select_related("author").prefetch_related(reactions_prefetch())
+
+
 def message_list_after(*, room_id: int, since: int, limit: int) -> list[Message]:
     """Messages of a room with ``offset > since``, oldest first, at most ``limit``."""
     return list(
-        Message.objects.filter(room_id=room_id, offset__gt=since)
-        .select_related("author")
-        .order_by("offset")[:limit]
+        message_queryset().filter(room_id=room_id, offset__gt=since).order_by("offset")[:limit]
     )
 
 
 def message_list_latest(*, room_id: int, limit: int) -> list[Message]:
     """The newest ``limit`` messages of a room, oldest first (for a page's history)."""
-    newest = (
-        Message.objects.filter(room_id=room_id).select_related("author").order_by("-offset")[:limit]
-    )
+    newest = message_queryset().filter(room_id=room_id).order_by("-offset")[:limit]
     return list(reversed(newest))
 
 
-def message_event_data(message: Message) -> dict[str, Any]:
-    """The ``data`` of a ``chat.message`` event.
+def change_list_after(*, room_id: int, since: int, limit: int) -> list[MessageChange]:
+    """Changes (edits, deletes, reactions) of a room with ``offset > since``, oldest first,
+    at most ``limit``."""
+    return list(
+        MessageChange.objects.filter(room_id=room_id, offset__gt=since).order_by("offset")[:limit]
+    )
+
+
+def message_reactions(message: Message) -> dict[str, list[int]]:
+    """A message's reactions now: ``{emoji: [user id, …]}``, emojis in the order of their
+    first reaction, users in the order they reacted; ``{}`` for a deleted message.
+
+    Reads the prefetched reactions (``message_queryset``) when there are; else one query.
+    """
+    cache = getattr(message, "_prefetched_objects_cache", {})
+    rows = (
+        cache["reactions"]
+        if "reactions" in cache
+        else message.reactions.order_by("created_at", "pk")
+    )
+    grouped: dict[str, list[int]] = {}
+    for reaction in rows:
+        grouped.setdefault(reaction.emoji, []).append(reaction.user_id)
+    return grouped
+
+
+def message_latest_offset(message: Message) -> int:
+    """The offset of the message's latest event: its newest change's, else its own."""
+    newest = MessageChange.objects.filter(message=message).aggregate(newest=Max("offset"))
+    return max(message.offset, newest["newest"] or 0)
+
+
+def message_event_data(
+    message: Message, *, reactions: dict[str, list[int]] | None = None
+) -> dict[str, Any]:
+    """The ``data`` of a ``chat.message`` event: the message's current state.
 
     Shape: ``{id: int, room: int, offset: int, author: {id: int, username: str},
-    text: str, client_id: str, created_at: str (RFC 3339, UTC)}``.
+    text: str, client_id: str, created_at: str (RFC 3339, UTC), edited_at: str | None,
+    deleted: bool, reactions: {emoji: [user id]}}``; a deleted message's ``text`` is ``""``.
+    ``reactions`` given (``{}`` for a message just stored) saves looking them up
+    (``message_reactions``: the prefetched ones, else a query).
     """
+    if reactions is None:
+        reactions = message_reactions(message)
     return {
         "id": message.pk,
         "room": message.room_id,
@@ -145,4 +192,7 @@ def message_event_data(message: Message) -> dict[str, Any]:
         "text": message.text,
         "client_id": message.client_id,
         "created_at": message.created_at.isoformat(),
+        "edited_at": None if message.edited_at is None else message.edited_at.isoformat(),
+        "deleted": message.deleted_at is not None,
+        "reactions": reactions,
     }

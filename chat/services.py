@@ -5,9 +5,11 @@ from __future__ import annotations
 import copy
 import logging
 import re
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
@@ -24,11 +26,14 @@ from django.utils import timezone
 
 from realtime.publish import Published, publish_many_on_commit, publish_on_commit
 
-from .models import Message, Room
+from .models import Message, MessageChange, Reaction, Room
 from .selectors import (
     ROOM_ID_MAX,
     message_event_data,
+    message_latest_offset,
+    message_reactions,
     room_get_by_name,
+    room_get_readable,
     room_id_valid,
     room_is_member,
 )
@@ -298,7 +303,12 @@ def _create_batch(batch: Sequence[NewMessage], *, checked: bool) -> list[Message
         if messages:
             Message.objects.bulk_create(messages)
             events = [
-                Published(f"chat:room:{m.room_id}", "chat.message", message_event_data(m), m.offset)
+                Published(
+                    f"chat:room:{m.room_id}",
+                    "chat.message",
+                    message_event_data(m, reactions={}),  # new: no reactions yet, no query
+                    m.offset,
+                )
                 for m in messages
             ]
             publish_many_on_commit(events)
@@ -577,3 +587,269 @@ def room_delete(*, room_id: int, by: User | None) -> None:
         room = Room.objects.get(pk=room_id)
         room.members.clear()
         room.delete()
+
+
+# --- Edits, deletes and reactions (docs/protocol.md: chat.edit, chat.delete, chat.react) ------
+#
+# Each change is durable, like a message: it takes the room's next offset with
+# ``_take_offsets`` (the group commit's conditional UPDATE of the room's row, so a change
+# waits for a batch of messages of its room and the reverse, and offsets stay gapless over
+# messages and changes together), updates the message's current state, stores a
+# ``MessageChange`` holding the event as published, and publishes it after commit at that
+# offset. A change that changes nothing (same text, deleted again, a reaction already set)
+# gives its offset back and publishes nothing.
+
+#: Longest reaction, in characters (``Reaction.emoji``).
+EMOJI_MAX = 32
+#: Most different emojis one user may put on one message (bounds ``chat.reactions``' size).
+REACTIONS_PER_USER_MAX = 20
+
+
+@dataclass(frozen=True, slots=True)
+class MessageChanged:
+    """What ``message_edit``, ``message_delete`` or ``message_react`` did.
+
+    ``message``: the message's current state (author joined). ``offset``: the change's
+    offset; when nothing changed (``changed`` false), the offset of the message's latest
+    event. ``reactions``: ``{emoji: [user id]}`` now (``message_react`` only; else None).
+    """
+
+    message: Message
+    offset: int
+    changed: bool
+    reactions: dict[str, list[int]] | None = None
+
+
+def _message_id_check(message_id: object) -> int:
+    """``message_id`` if it could name a message. Raises ``ValidationError`` (not an int)
+    or ``Message.DoesNotExist`` (outside ``1..ROOM_ID_MAX``: no query could find it)."""
+    if type(message_id) is not int:
+        raise ValidationError("message must be an integer message id")
+    if not 1 <= message_id <= ROOM_ID_MAX:
+        raise Message.DoesNotExist(f"no message {message_id}")
+    return message_id
+
+
+def _edit_text_check(text: object) -> str:
+    """``text`` stripped, by ``message_check``'s rules. Raises ``ValidationError``."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationError("text must be a non-empty string")
+    text = text.strip()
+    if len(text) > MAX_TEXT_LENGTH:
+        raise ValidationError(f"text must be at most {MAX_TEXT_LENGTH} characters")
+    if any(c == "\x00" or "\ud800" <= c <= "\udfff" for c in text):
+        raise ValidationError("text must not contain NUL characters or lone surrogates")
+    return text
+
+
+def emoji_check(emoji: object) -> str:
+    """``emoji`` if it is a valid reaction: a string of 1 to ``EMOJI_MAX`` characters with
+    no whitespace, control character or lone surrogate (zero-width joiners and variation
+    selectors, which emoji sequences use, are allowed). Raises ``ValidationError``."""
+    if not isinstance(emoji, str) or not 1 <= len(emoji) <= EMOJI_MAX:
+        raise ValidationError(f"emoji must be a string of 1 to {EMOJI_MAX} characters")
+    if any(c.isspace() or unicodedata.category(c) in ("Cc", "Cs") for c in emoji):
+        raise ValidationError("emoji must not contain whitespace or control characters")
+    return emoji
+
+
+def _readable_message(
+    user: AbstractBaseUser | AnonymousUser, message_id: int, room_id: int | None
+) -> tuple[Message, User]:
+    """The message, if ``user`` may read its room (and it is in ``room_id``, when given),
+    and the user.
+
+    Raises:
+        PermissionDenied: anonymous user.
+        Message.DoesNotExist: no such message, another room's, or in a private room of
+            which the user is not a member (the same answer: nothing is learnt of it).
+    """
+    if not user.is_authenticated:
+        raise PermissionDenied("sign in to change messages")
+    assert isinstance(user, User)
+    message = Message.objects.filter(pk=message_id).first()
+    if message is None or (room_id is not None and message.room_id != room_id):
+        raise Message.DoesNotExist(f"no message {message_id}")
+    try:
+        room_get_readable(user=user, room_id=message.room_id)
+    except (Room.DoesNotExist, PermissionDenied) as exc:
+        raise Message.DoesNotExist(f"no message {message_id}") from exc
+    return message, user
+
+
+#: ``apply(message)`` of ``_change``: changes the locked message, returns the event and its
+#: data, or None when nothing changed; raises to refuse (the transaction rolls back).
+_Apply = Callable[[Message], "tuple[str, dict[str, Any]] | None"]
+
+
+def _change(message: Message, apply: _Apply) -> tuple[Message, int, bool]:
+    """Take the room's next offset, re-read the message under the room's lock, ``apply``;
+    store and publish its event at that offset, or give the offset back. Returns the message
+    (fresh), the offset (the change's, else the message's latest) and whether it changed.
+    Must run inside a transaction."""
+    taken = _take_offsets(message.room_id, 1)
+    if taken is None:  # the room was deleted meanwhile
+        raise Message.DoesNotExist(f"no message {message.pk}")
+    offset, _ = taken
+    # Read after the room's row is locked: the state every earlier change committed.
+    fresh = Message.objects.select_related("author").filter(pk=message.pk).first()
+    if fresh is None:
+        raise Message.DoesNotExist(f"no message {message.pk}")
+    change = apply(fresh)
+    if change is None:
+        Room.objects.filter(pk=fresh.room_id).update(last_offset=offset - 1)
+        return fresh, message_latest_offset(fresh), False
+    event, data = change
+    MessageChange.objects.create(
+        room_id=fresh.room_id, offset=offset, message=fresh, event=event, data=data
+    )
+    publish_on_commit(f"chat:room:{fresh.room_id}", event, data, offset=offset)
+    return fresh, offset, True
+
+
+def message_edit(
+    *,
+    user: AbstractBaseUser | AnonymousUser,
+    message_id: object,
+    text: object,
+    room_id: int | None = None,
+) -> MessageChanged:
+    """Replace a message's text (its author only); publish ``chat.message_edited {id, text,
+    edited_at}`` at the change's offset after commit. The same text (after stripping)
+    changes nothing: no event, ``changed`` false.
+
+    ``room_id``: the room the caller named (the HTTP API's URL); another room's message is
+    not found.
+
+    Raises:
+        ValidationError: ``message_id`` not an int; ``text`` not a non-blank string of at
+            most 4,000 characters without NUL.
+        PermissionDenied: anonymous user, or not the message's author.
+        Message.DoesNotExist: no such message, deleted, or not readable by ``user``.
+        DatabaseError: the database failed; nothing was written.
+    """
+    message_id = _message_id_check(message_id)
+    text = _edit_text_check(text)
+    with transaction.atomic():
+        message, editor = _readable_message(user, message_id, room_id)
+        if message.author_id != editor.pk:
+            raise PermissionDenied("only its author may edit a message")
+
+        def apply(current: Message) -> tuple[str, dict[str, Any]] | None:
+            if current.deleted_at is not None:
+                raise Message.DoesNotExist(f"message {current.pk} was deleted")
+            if current.text == text:
+                return None
+            current.text = text
+            current.edited_at = timezone.now()
+            current.save(update_fields=["text", "edited_at"])
+            return "chat.message_edited", {
+                "id": current.pk,
+                "text": text,
+                "edited_at": current.edited_at.isoformat(),
+            }
+
+        fresh, offset, changed = _change(message, apply)
+    return MessageChanged(fresh, offset, changed)
+
+
+def message_delete(
+    *,
+    user: AbstractBaseUser | AnonymousUser,
+    message_id: object,
+    room_id: int | None = None,
+) -> MessageChanged:
+    """Delete a message: a tombstone that keeps its offset (text emptied, ``deleted_at``
+    set, reactions removed); publish ``chat.message_deleted {id, deleted_at}`` at the
+    change's offset after commit. Allowed to its author, staff and the room's moderators.
+    The text of the message's earlier ``chat.message_edited`` changes is emptied too, so
+    that no replay shows it again. Deleting again changes nothing (``changed`` false).
+
+    Raises:
+        ValidationError: ``message_id`` not an int.
+        PermissionDenied: anonymous user, or neither author, staff nor moderator.
+        Message.DoesNotExist: no such message, or not readable by ``user``.
+        DatabaseError: the database failed; nothing was written.
+    """
+    message_id = _message_id_check(message_id)
+    with transaction.atomic():
+        message, deleter = _readable_message(user, message_id, room_id)
+        allowed = (
+            message.author_id == deleter.pk
+            or deleter.is_staff
+            or Room.moderators.through.objects.filter(
+                room_id=message.room_id, user_id=deleter.pk
+            ).exists()
+        )
+        if not allowed:
+            raise PermissionDenied("only its author, staff or a moderator may delete a message")
+
+        def apply(current: Message) -> tuple[str, dict[str, Any]] | None:
+            if current.deleted_at is not None:
+                return None
+            current.text = ""
+            current.deleted_at = timezone.now()
+            current.save(update_fields=["text", "deleted_at"])
+            Reaction.objects.filter(message=current).delete()
+            edits = MessageChange.objects.filter(message=current, event="chat.message_edited")
+            for edit in edits:
+                edit.data = {**edit.data, "text": ""}
+                edit.save(update_fields=["data"])
+            return "chat.message_deleted", {
+                "id": current.pk,
+                "deleted_at": current.deleted_at.isoformat(),
+            }
+
+        fresh, offset, changed = _change(message, apply)
+    return MessageChanged(fresh, offset, changed)
+
+
+def message_react(
+    *,
+    user: AbstractBaseUser | AnonymousUser,
+    message_id: object,
+    emoji: object,
+    on: object = None,
+    room_id: int | None = None,
+) -> MessageChanged:
+    """Toggle the user's ``emoji`` on a message (``on`` None), or set it (``on`` True) or
+    take it away (``on`` False: a retry changes nothing); publish ``chat.reactions {id,
+    reactions}`` (the message's full reactions) at the change's offset after commit. Anyone
+    who may read the room may react.
+
+    Raises:
+        ValidationError: ``message_id`` not an int; ``emoji`` fails ``emoji_check``; ``on``
+            neither a boolean nor None; more than ``REACTIONS_PER_USER_MAX`` emojis of the
+            user on the message.
+        PermissionDenied: anonymous user.
+        Message.DoesNotExist: no such message, deleted, or not readable by ``user``.
+        DatabaseError: the database failed; nothing was written.
+    """
+    message_id = _message_id_check(message_id)
+    emoji = emoji_check(emoji)
+    if on is not None and type(on) is not bool:
+        raise ValidationError("on must be a boolean")
+    with transaction.atomic():
+        message, reader = _readable_message(user, message_id, room_id)
+
+        def apply(current: Message) -> tuple[str, dict[str, Any]] | None:
+            if current.deleted_at is not None:
+                raise Message.DoesNotExist(f"message {current.pk} was deleted")
+            mine = Reaction.objects.filter(message=current, user=reader)
+            existing = mine.filter(emoji=emoji).first()
+            wanted = existing is None if on is None else on
+            if wanted == (existing is not None):
+                return None
+            if existing is not None:
+                existing.delete()
+            elif mine.count() >= REACTIONS_PER_USER_MAX:
+                raise ValidationError(
+                    f"at most {REACTIONS_PER_USER_MAX} different reactions per message"
+                )
+            else:
+                Reaction.objects.create(message=current, user=reader, emoji=emoji)
+            return "chat.reactions", {"id": current.pk, "reactions": message_reactions(current)}
+
+        fresh, offset, changed = _change(message, apply)
+        reactions = message_reactions(fresh)
+    return MessageChanged(fresh, offset, changed, reactions)

@@ -2,6 +2,8 @@
 
 Events on ``chat:room:<id>``:
     ``chat.message`` (durable, ``offset`` = the room's sequence number): ``message_event_data``.
+    ``chat.message_edited`` / ``chat.message_deleted`` / ``chat.reactions`` (durable: each
+    change takes the room's next offset too; ``services.message_edit`` and the others).
     ``chat.member_joined`` / ``chat.member_left``: ``{user: {id, username}}``.
     ``chat.members`` (snapshot on subscribe): ``{members: [{id, username}]}``.
 """
@@ -11,17 +13,21 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
+from channels.db import database_sync_to_async
 
 from realtime.actions import ActionContext, action
 from realtime.events import Payload, UserRef, declare, declare_action, describe_kind
 from realtime.protocol import ErrorCode, ProtocolError
 from realtime.registry import AnyUser, Event, register_stream
 
-from . import selectors
+from . import selectors, services
 from .models import Room
 from .writer import get_writer
 
 RFC3339 = msgspec.Meta(extra_json_schema={"format": "date-time"})
+#: ``{emoji: [user id, …]}``: emojis in the order of their first reaction, users in the order
+#: they reacted.
+Reactions = dict[str, list[int]]
 
 
 class ChatMessage(Payload):
@@ -35,6 +41,34 @@ class ChatMessage(Payload):
     text: str
     client_id: str
     created_at: Annotated[str, RFC3339]
+    #: The last edit's time, or None. Defaults keep older publishers' payloads valid.
+    edited_at: Annotated[str, RFC3339] | None = None
+    #: A deleted message keeps its offset; its ``text`` is ``""``.
+    deleted: bool = False
+    reactions: Reactions = msgspec.field(default_factory=dict)
+
+
+class MessageEdited(Payload):
+    """``chat.message_edited`` data: the message's new text."""
+
+    id: int
+    text: str
+    edited_at: Annotated[str, RFC3339]
+
+
+class MessageDeleted(Payload):
+    """``chat.message_deleted`` data: the message is a tombstone from now on (text ``""``,
+    no reactions)."""
+
+    id: int
+    deleted_at: Annotated[str, RFC3339]
+
+
+class ReactionsChanged(Payload):
+    """``chat.reactions`` data: the message's reactions now (full state, not a delta)."""
+
+    id: int
+    reactions: Reactions
 
 
 class MemberChange(Payload):
@@ -69,6 +103,27 @@ declare(
     Members,
     snapshot=True,
     summary="Snapshot on every subscribe: the room's members, by username.",
+)
+declare(
+    "chat:room",
+    "chat.message_edited",
+    MessageEdited,
+    durable=True,
+    summary="A message's text was edited, at an offset of its own (after the message's).",
+)
+declare(
+    "chat:room",
+    "chat.message_deleted",
+    MessageDeleted,
+    durable=True,
+    summary="A message was deleted: its text and reactions are gone; its offset stays.",
+)
+declare(
+    "chat:room",
+    "chat.reactions",
+    ReactionsChanged,
+    durable=True,
+    summary="A message's reactions changed: all of them now, {emoji: [user ids]}.",
 )
 
 
@@ -112,9 +167,17 @@ def authorize_room(user: AnyUser, key: str) -> None:
 
 
 def replay_room(key: str, since: int, limit: int) -> list[Event]:
-    """The room's messages after offset ``since``, oldest first."""
-    messages = selectors.message_list_after(room_id=_room_id(key), since=since, limit=limit)
-    return [Event("chat.message", selectors.message_event_data(m), m.offset) for m in messages]
+    """The room's events after offset ``since``, oldest first, at most ``limit``: its
+    messages (``chat.message``, current state) and changes (edits, deletes, reactions, as
+    published) merged by offset. Three queries (messages, their reactions, changes)."""
+    room_id = _room_id(key)
+    messages = selectors.message_list_after(room_id=room_id, since=since, limit=limit)
+    changes = selectors.change_list_after(room_id=room_id, since=since, limit=limit)
+    merged = [
+        Event("chat.message", selectors.message_event_data(m), m.offset) for m in messages
+    ] + [Event(c.event, c.data, c.offset) for c in changes]
+    merged.sort(key=lambda event: event.offset or 0)
+    return merged[:limit]
 
 
 def snapshot_room(user: AnyUser, key: str) -> list[Event]:
@@ -167,3 +230,131 @@ async def send_message(ctx: ActionContext, frame: dict[str, Any]) -> dict[str, A
         # The client_id was used before: this is the first send's message, stored once.
         "duplicate": message.duplicate,
     }
+
+
+# --- Edits, deletes and reactions (docs/protocol.md: chat.edit, chat.delete, chat.react) ------
+
+
+class EditFrame(Payload):
+    """``chat.edit`` fields (checked by ``services.message_edit``)."""
+
+    message: int
+    text: Annotated[str, msgspec.Meta(max_length=4000)]
+
+
+class DeleteFrame(Payload):
+    """``chat.delete`` fields."""
+
+    message: int
+
+
+class ReactFrame(Payload):
+    """``chat.react`` fields (``services.emoji_check``)."""
+
+    message: int
+    emoji: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    #: Absent: toggle the caller's emoji; true/false: set it on/off (retry-safe).
+    on: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class ChangeAck(Payload):
+    """``chat.edit``'s and ``chat.delete``'s ``ack`` fields."""
+
+    id: int
+    #: The change's offset; when nothing changed, the offset of the message's latest event.
+    offset: int
+    changed: bool
+
+
+class ReactAck(ChangeAck):
+    """``chat.react``'s ``ack`` fields."""
+
+    reactions: Reactions
+
+
+declare_action(
+    "chat.edit",
+    EditFrame,
+    ChangeAck,
+    summary="Edit your message's text; chat.message_edited on its room's stream.",
+)
+declare_action(
+    "chat.delete",
+    DeleteFrame,
+    ChangeAck,
+    summary="Delete a message (author, staff or room moderator); chat.message_deleted.",
+)
+declare_action(
+    "chat.react",
+    ReactFrame,
+    ReactAck,
+    summary="Toggle (or, with on, set) your emoji on a message; chat.reactions.",
+)
+
+
+def _message_id(frame: dict[str, Any]) -> int:
+    message_id = frame.get("message")
+    if type(message_id) is not int:
+        raise ProtocolError(ErrorCode.INVALID, "message must be an integer message id")
+    return message_id
+
+
+def _change_ack(result: services.MessageChanged) -> dict[str, Any]:
+    return {"id": result.message.pk, "offset": result.offset, "changed": result.changed}
+
+
+# Not pipelined: a change is one short transaction, and its ack must follow it (a client
+# that edits then reacts expects them applied in that order).
+@action("chat.edit")
+async def edit_message(ctx: ActionContext, frame: dict[str, Any]) -> dict[str, Any]:
+    """``chat.edit {message: int, text: str}`` → ``ack {id, offset, changed}``; the room's
+    subscribers get ``chat.message_edited`` at ``offset``. Author only.
+
+    Errors: ``invalid`` (bad message id or text), ``unauthenticated``, ``forbidden`` (not
+    the author), ``not_found`` (no such message, deleted, or not readable), ``unavailable``.
+    """
+    message_id = _message_id(frame)
+    if not ctx.user.is_authenticated:
+        raise ProtocolError(ErrorCode.UNAUTHENTICATED, "sign in to edit messages")
+    result = await database_sync_to_async(services.message_edit)(
+        user=ctx.user, message_id=message_id, text=frame.get("text")
+    )
+    return _change_ack(result)
+
+
+@action("chat.delete")
+async def delete_message(ctx: ActionContext, frame: dict[str, Any]) -> dict[str, Any]:
+    """``chat.delete {message: int}`` → ``ack {id, offset, changed}``; the room's
+    subscribers get ``chat.message_deleted`` at ``offset``. Author, staff or a moderator of
+    the room; deleting again acks ``changed: false``.
+
+    Errors: ``invalid``, ``unauthenticated``, ``forbidden``, ``not_found``, ``unavailable``.
+    """
+    message_id = _message_id(frame)
+    if not ctx.user.is_authenticated:
+        raise ProtocolError(ErrorCode.UNAUTHENTICATED, "sign in to delete messages")
+    result = await database_sync_to_async(services.message_delete)(
+        user=ctx.user, message_id=message_id
+    )
+    return _change_ack(result)
+
+
+@action("chat.react")
+async def react_to_message(ctx: ActionContext, frame: dict[str, Any]) -> dict[str, Any]:
+    """``chat.react {message: int, emoji: str, on?: bool}`` → ``ack {id, offset, changed,
+    reactions}``; the room's subscribers get ``chat.reactions`` at ``offset`` when it
+    changed. Without ``on`` it toggles the caller's emoji; with it, sets it (retry-safe).
+
+    Errors: ``invalid`` (bad message id, emoji or on), ``unauthenticated``, ``not_found``
+    (no such message, deleted, or not readable), ``unavailable``.
+    """
+    message_id = _message_id(frame)
+    if not ctx.user.is_authenticated:
+        raise ProtocolError(ErrorCode.UNAUTHENTICATED, "sign in to react")
+    result = await database_sync_to_async(services.message_react)(
+        user=ctx.user,
+        message_id=message_id,
+        emoji=frame.get("emoji"),
+        on=frame.get("on"),
+    )
+    return {**_change_ack(result), "reactions": result.reactions}

@@ -58,6 +58,9 @@ def test_publish_happens_after_commit_with_the_offset(demo: Demo) -> None:
         "text": "hi",
         "client_id": "c-1",
         "created_at": message.created_at.isoformat(),
+        "edited_at": None,
+        "deleted": False,
+        "reactions": {},
     }
 
 
