@@ -213,7 +213,7 @@ def test_buying_follows_live_stock_and_the_purchase_is_listed(
     amount = dave.get_by_label("Quantity")
     buy = dave.get_by_role("button", name="Buy", exact=True)
     expect(amount).to_have_attribute("max", "3")
-    expect(dave.get_by_role("button", name="Watch this item")).to_have_attribute(
+    expect(dave.get_by_role("button", name="Watch this item", exact=True)).to_have_attribute(
         "aria-pressed", "false"
     )
     no_sideways_scroll(dave)
@@ -251,12 +251,19 @@ def test_buying_follows_live_stock_and_the_purchase_is_listed(
     expect(offer).to_be_visible()
     offer.click()
     expect(offer).to_be_hidden()
-    expect(dave.get_by_role("button", name="Watch this item")).to_have_attribute(
+    expect(dave.get_by_role("button", name="Watch this item", exact=True)).to_have_attribute(
         "aria-pressed", "true"
     )
     expect(dave.locator("#watch-state")).to_have_text(
         "Watching: you get a notification when its stock changes."
     )
+    # The toggle turns it off and on again.
+    toggle = dave.get_by_role("button", name="Watch this item", exact=True)
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+    expect(dave.locator("#watch-state")).to_have_text("Not watching.")
+    toggle.click()
+    expect(toggle).to_have_attribute("aria-pressed", "true")
 
     # Restocked by staff: Buy comes back with the new cap.
     set_stock(server, staff, item_id, 5)
