@@ -11,6 +11,8 @@
 ``PATCH  /api/rooms/<id>/messages/<mid>/``  ``{text}`` → 200 the message (author only)
 ``DELETE /api/rooms/<id>/messages/<mid>/``  → 204 (author, staff, room moderator)
 ``POST /api/rooms/<id>/messages/<mid>/reactions/``  ``{emoji, on?}`` → 200 ``{id, reactions}``
+``POST /api/rooms/<id>/read/``            ``{offset}`` → ``{room, last_read, unread}``: the
+                                          read cursor, forward only (as ``chat.read``)
 
 A room that does not exist, an id outside ``1..2**63-1`` and a private room of which the user
 is not a member all answer the same 404 ``{"detail": "No such room."}``: a non-member learns
@@ -59,6 +61,31 @@ class RoomSerializer(serializers.ModelSerializer[Room]):
     class Meta:
         model = Room
         fields = ["id", "name", "is_private", "is_member", "last_offset", "stream"]
+
+
+class ReadSerializer(serializers.Serializer[Any]):
+    """``POST /api/rooms/<id>/read/``: ``{offset}``, a JSON integer of at least 0 (not a
+    string, not a boolean); above the room's newest offset it is clamped."""
+
+    offset = serializers.IntegerField(
+        min_value=0, help_text="read up to this offset (clamped to the room's newest)"
+    )
+
+    def validate_offset(self, value: int) -> int:
+        raw = self.initial_data.get("offset") if hasattr(self.initial_data, "get") else None
+        if type(raw) is not int:
+            raise serializers.ValidationError("A JSON integer is required.")
+        return value
+
+
+class ReadStateSerializer(serializers.Serializer[Any]):
+    """The answer of ``POST /api/rooms/<id>/read/`` (and ``chat.read``'s ack)."""
+
+    room = serializers.IntegerField()
+    last_read = serializers.IntegerField(help_text="the cursor now (it never moves back)")
+    unread = serializers.IntegerField(
+        help_text="messages after last_read, neither deleted nor the user's own"
+    )
 
 
 class RoomCreateSerializer(serializers.Serializer[Any]):
@@ -130,6 +157,37 @@ class MessageSerializer(serializers.ModelSerializer[Message]):
     )
     def get_reactions(self, message: Message) -> dict[str, list[int]]:
         return selectors.message_reactions(message)
+
+
+class LastMessageSerializer(serializers.Serializer[Any]):
+    """A room's newest message in its current state (``selectors.message_preview_data``):
+    a deleted one is a tombstone, ``text`` "" and ``deleted`` true."""
+
+    id = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    author = AuthorSerializer()
+    text = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    deleted = serializers.BooleanField()
+
+
+class RoomListItemSerializer(RoomSerializer):
+    """A room of ``GET /api/rooms/``, with the signed-in user's read state: ``last_read``
+    (their cursor, 0 = nothing read), ``unread`` (messages after it, neither deleted nor
+    theirs) and ``last_message`` (or null). Reads the annotations of
+    ``selectors.room_annotate_read_state`` and the ``messages`` map in its context."""
+
+    last_read = serializers.IntegerField(read_only=True)
+    unread = serializers.IntegerField(read_only=True)
+    last_message = serializers.SerializerMethodField()
+
+    class Meta(RoomSerializer.Meta):
+        fields = [*RoomSerializer.Meta.fields, "last_read", "unread", "last_message"]
+
+    @extend_schema_field(LastMessageSerializer(allow_null=True))
+    def get_last_message(self, room: Room) -> dict[str, Any] | None:
+        messages: dict[int, Message] = self.context.get("messages", {})
+        return selectors.message_preview_data(messages.get(room.last_message_id))  # type: ignore[attr-defined]
 
 
 class CheckedCursorPagination(CursorPagination):
@@ -223,15 +281,26 @@ RETRY_AFTER_HEADER = OpenApiParameter(
 class RoomListView(generics.ListCreateAPIView[Room]):
     """Rooms the user has joined and every public room, by name; POST creates one."""
 
-    serializer_class = RoomSerializer
+    serializer_class = RoomListItemSerializer
     pagination_class = RoomLinkPagination
 
     def get_queryset(self) -> QuerySet[Room]:
-        return selectors.room_list_for_user(user=self.request.user)  # type: ignore[arg-type]
+        user = self.request.user
+        rooms = selectors.room_list_for_user(user=user)  # type: ignore[arg-type]
+        return selectors.room_annotate_read_state(rooms, user=user)  # type: ignore[arg-type]
 
     @extend_schema(parameters=[LINK_HEADER])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        """A page of rooms in two queries whatever its size: the rooms with their read state
+        (subqueries), then their last messages (``selectors.message_map``)."""
+        page = self.paginate_queryset(self.get_queryset())
+        rooms = list(page or [])
+        messages = selectors.message_map(r.last_message_id for r in rooms)  # type: ignore[attr-defined]
+        data = RoomListItemSerializer(rooms, many=True, context={"messages": messages}).data
+        return self.get_paginated_response(data)
 
     @extend_schema(
         request=RoomCreateSerializer,
@@ -335,6 +404,38 @@ class RoomMembershipView(APIView):
             raise _not_found(exc) from exc
         room.is_member = self.action == "join"  # type: ignore[attr-defined]
         return Response(RoomSerializer(room).data)
+
+
+class RoomReadView(APIView):
+    """``POST /api/rooms/<id>/read/ {offset}``: move the user's read cursor forward
+    (``services.read_cursor_advance``, as the socket's ``chat.read``); their other sockets
+    get ``chat.unread`` on ``user:<id>``.
+
+    404 for an unknown room and for a private room the user is not a member of.
+    """
+
+    @extend_schema(
+        request=ReadSerializer,
+        responses={
+            200: ReadStateSerializer,
+            400: OpenApiResponse(
+                ErrorSerializer, description="offset missing, not an integer, or below 0"
+            ),
+            404: OpenApiResponse(ErrorSerializer, description="no such room (or not yours)"),
+        },
+    )
+    def post(self, request: Request, room_id: int) -> Response:
+        form = ReadSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            last_read, unread = services.read_cursor_advance(
+                user=request.user, room_id=room_id, offset=form.validated_data["offset"]
+            )
+        except (Room.DoesNotExist, DjangoPermissionDenied) as exc:
+            raise _not_found(exc) from exc
+        except DjangoValidationError as exc:
+            raise api_error(exc, field="offset") from exc
+        return Response({"room": room_id, "last_read": last_read, "unread": unread})
 
 
 # --- Edits, deletes and reactions (docs/protocol.md: chat.edit, chat.delete, chat.react) ------

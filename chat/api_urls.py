@@ -21,4 +21,5 @@ urlpatterns = [
     ),
     path("rooms/<id:room_id>/join/", api.RoomMembershipView.as_view(action="join")),
     path("rooms/<id:room_id>/leave/", api.RoomMembershipView.as_view(action="leave")),
+    path("rooms/<id:room_id>/read/", api.RoomReadView.as_view(), name="api-room-read"),
 ]

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.core.exceptions import PermissionDenied
-from django.db.models import Exists, Max, OuterRef, Prefetch, Q, QuerySet, Value
+from django.db.models import (
+    Count,
+    Exists,
+    Max,
+    Min,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
+from django.db.models.functions import Coalesce
 
-from .models import Message, MessageChange, Reaction, Room
+from .models import Message, MessageChange, Reaction, ReadCursor, Room
 
 AnyUser = AbstractBaseUser | AnonymousUser
 
@@ -195,4 +209,109 @@ def message_event_data(
         "edited_at": None if message.edited_at is None else message.edited_at.isoformat(),
         "deleted": message.deleted_at is not None,
         "reactions": reactions,
+    }
+
+
+# --- Read cursors and unread counts (docs/protocol.md, "Read cursors") -----------------------
+#
+# A user's read cursor in a room is ``ReadCursor.offset`` (0 without a row). Unread are the
+# room's messages after it that are not deleted and not the user's own: a user's send never
+# counts as unread for them, so sending needs no cursor write (the hot path stays per room).
+# Changes (edits, deletes, reactions) take offsets too but are not messages: never unread.
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A user's reading of one room: ``last_read`` (offset, 0 = nothing read), ``unread``
+    (messages after it, not deleted, not the user's own) and ``first_unread`` (the offset of
+    the oldest of those, or None): the room page scrolls there, missed-message mail links
+    there."""
+
+    last_read: int
+    unread: int
+    first_unread: int | None
+
+
+def _unread_messages(*, user_id: int, room_id: int | Any, after: int | Any) -> QuerySet[Message]:
+    """The unread messages of a room for a user: ``offset > after``, not deleted, not theirs
+    (``room_id`` and ``after`` may be expressions, for subqueries)."""
+    return Message.objects.filter(
+        room_id=room_id, offset__gt=after, deleted_at__isnull=True
+    ).exclude(author_id=user_id)
+
+
+def read_cursor_offset(*, user_id: int, room_id: int) -> int:
+    """The user's read cursor in the room: the offset read up to, 0 when never read."""
+    offset = (
+        ReadCursor.objects.filter(user_id=user_id, room_id=room_id)
+        .values_list("offset", flat=True)
+        .first()
+    )
+    return offset or 0
+
+
+def unread_count(*, user_id: int, room_id: int, after: int) -> int:
+    """How many of the room's messages after offset ``after`` are unread for the user (one
+    query)."""
+    return _unread_messages(user_id=user_id, room_id=room_id, after=after).count()
+
+
+def read_state(*, user: AnyUser, room_id: int) -> ReadState:
+    """The user's ``ReadState`` in a room, in two queries (cursor; count with the first
+    unread offset). For the room page (scroll to the first unread, a "new" divider) and the
+    missed-message mail. No access check: pair it with ``room_get_readable``. An anonymous
+    user has read nothing and has nothing unread."""
+    if not user.is_authenticated or user.pk is None:
+        return ReadState(last_read=0, unread=0, first_unread=None)
+    last_read = read_cursor_offset(user_id=user.pk, room_id=room_id)
+    found = _unread_messages(user_id=user.pk, room_id=room_id, after=last_read).aggregate(
+        unread=Count("pk"), first=Min("offset")
+    )
+    return ReadState(last_read=last_read, unread=found["unread"], first_unread=found["first"])
+
+
+def room_annotate_read_state(rooms: QuerySet[Room], *, user: User) -> QuerySet[Room]:
+    """Annotate each room with the user's ``last_read`` (int), ``unread`` (int) and
+    ``last_message_id`` (the newest message's pk, or None): correlated subqueries, so a page
+    of rooms costs the same one query whatever its size (use ``message_map`` for the
+    messages themselves, one more)."""
+    cursor = ReadCursor.objects.filter(user_id=user.pk, room_id=OuterRef("pk")).values("offset")
+    counted = (
+        _unread_messages(user_id=user.pk, room_id=OuterRef("pk"), after=OuterRef("last_read"))
+        .order_by()
+        .values("room_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    newest = Message.objects.filter(room_id=OuterRef("pk")).order_by("-offset").values("pk")[:1]
+    return rooms.annotate(
+        last_read=Coalesce(Subquery(cursor[:1]), Value(0)),
+    ).annotate(
+        unread=Coalesce(Subquery(counted), Value(0)),
+        last_message_id=Subquery(newest),
+    )
+
+
+def message_map(ids: Iterable[int | None]) -> dict[int, Message]:
+    """The messages of ``ids`` (None skipped) by pk, with their authors: one query, none
+    when there is no id."""
+    wanted = {pk for pk in ids if pk is not None}
+    if not wanted:
+        return {}
+    return {m.pk: m for m in Message.objects.filter(pk__in=wanted).select_related("author")}
+
+
+def message_preview_data(message: Message | None) -> dict[str, Any] | None:
+    """A room's last message as the room list shows it, in its current state: ``{id,
+    offset, author: {id, username}, text, created_at, deleted}``; a deleted message is a
+    tombstone (``text`` "", ``deleted`` true). None for a room without messages."""
+    if message is None:
+        return None
+    return {
+        "id": message.pk,
+        "offset": message.offset,
+        "author": {"id": message.author_id, "username": message.author.get_username()},
+        "text": "" if message.deleted_at is not None else message.text,
+        "created_at": message.created_at.isoformat(),
+        "deleted": message.deleted_at is not None,
     }

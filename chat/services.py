@@ -26,16 +26,18 @@ from django.utils import timezone
 
 from realtime.publish import Published, publish_many_on_commit, publish_on_commit
 
-from .models import Message, MessageChange, Reaction, Room
+from .models import Message, MessageChange, Reaction, ReadCursor, Room
 from .selectors import (
     ROOM_ID_MAX,
     message_event_data,
     message_latest_offset,
     message_reactions,
+    read_cursor_offset,
     room_get_by_name,
     room_get_readable,
     room_id_valid,
     room_is_member,
+    unread_count,
 )
 
 logger = logging.getLogger(__name__)
@@ -587,6 +589,81 @@ def room_delete(*, room_id: int, by: User | None) -> None:
         room = Room.objects.get(pk=room_id)
         room.members.clear()
         room.delete()
+
+
+# --- Read cursors (docs/protocol.md, "Read cursors"; chat.selectors.ReadState) ---------------
+
+
+def read_cursor_advance(
+    *, user: AbstractBaseUser | AnonymousUser, room_id: int, offset: object
+) -> tuple[int, int]:
+    """Move the user's read cursor in a room forward to ``offset``; return ``(last_read,
+    unread)`` as they are afterwards.
+
+    ``offset`` is clamped to the room's ``last_offset`` (a client cannot read ahead); a lower
+    offset than the cursor's changes nothing and returns the current state (a stale tab
+    never moves another device's cursor back). When the cursor moved, ``chat.unread {room,
+    unread, last_read}`` goes to the user's ``user:<id>`` stream after commit, so their other
+    tabs and devices update at once. ``unread`` counts the room's messages after
+    ``last_read`` that are neither deleted nor the user's own (``selectors.unread_count``).
+
+    Queries: the room (and membership, for a private room), one upsert, the count (and the
+    cursor, when it did not move).
+
+    Raises:
+        ValidationError: ``offset`` is not an int (bools refused) of at least 0.
+        PermissionDenied: anonymous user, or a non-member of a private room.
+        Room.DoesNotExist: no such room (ids outside ``1..ROOM_ID_MAX`` without a query).
+    """
+    if type(offset) is not int or offset < 0:
+        raise ValidationError("offset must be an integer of at least 0")
+    if not user.is_authenticated or user.pk is None:
+        raise PermissionDenied("sign in to read rooms")
+    with transaction.atomic():
+        room = room_get_readable(user=user, room_id=room_id)
+        target = min(offset, room.last_offset)
+        # Offset 0 is where a cursor without a row already is: nothing to write.
+        moved = target > 0 and _read_cursor_upsert(user_id=user.pk, room_id=room.pk, offset=target)
+        last_read = target if moved else read_cursor_offset(user_id=user.pk, room_id=room.pk)
+        unread = unread_count(user_id=user.pk, room_id=room.pk, after=last_read)
+        if moved:
+            # Ephemeral: the count is a state, and the user's next read (or the room list)
+            # carries it again. Two concurrent moves may publish out of order; clients keep
+            # the event with the larger last_read.
+            publish_on_commit(
+                f"user:{user.pk}",
+                "chat.unread",
+                {"room": room.pk, "unread": unread, "last_read": last_read},
+            )
+    return last_read, unread
+
+
+def _read_cursor_upsert(*, user_id: int, room_id: int, offset: int) -> bool:
+    """Set the (user, room) cursor to ``offset`` unless it is already there or further: one
+    statement; True when a row was inserted or moved.
+
+    SQL, as the ORM cannot say it: ``bulk_create(update_conflicts=True)`` writes ``SET offset
+    = EXCLUDED.offset`` unconditionally, which would let a stale tab move the cursor back.
+    ``INSERT ... ON CONFLICT (user_id, room_id) DO UPDATE ... WHERE cursor < new RETURNING``
+    is PostgreSQL's and SQLite's (3.35+) alike, and atomic under concurrency: the unique
+    constraint serializes two first reads, and the conditional update makes the forward-only
+    rule hold whatever the order of concurrent calls (no read-check-write).
+    """
+    quote = connection.ops.quote_name
+    table = quote(ReadCursor._meta.db_table)
+    column = quote("offset")  # a reserved word in SQL
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (user_id, room_id, {column}, updated_at)"
+            " VALUES (%s, %s, %s, %s)"
+            f" ON CONFLICT (user_id, room_id) DO UPDATE"
+            f" SET {column} = excluded.{column}, updated_at = excluded.updated_at"
+            f" WHERE {table}.{column} < excluded.{column}"
+            f" RETURNING {column}",
+            [user_id, room_id, offset, now],
+        )
+        return cursor.fetchone() is not None
 
 
 # --- Edits, deletes and reactions (docs/protocol.md: chat.edit, chat.delete, chat.react) ------

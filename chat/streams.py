@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import msgspec
 from channels.db import database_sync_to_async
+from django.core.exceptions import PermissionDenied
 
 from realtime.actions import ActionContext, action
 from realtime.events import Payload, UserRef, declare, declare_action, describe_kind
@@ -230,6 +231,83 @@ async def send_message(ctx: ActionContext, frame: dict[str, Any]) -> dict[str, A
         # The client_id was used before: this is the first send's message, stored once.
         "duplicate": message.duplicate,
     }
+
+
+# --- Read cursors (docs/protocol.md, "Read cursors") -----------------------------------------
+
+
+class UnreadChanged(Payload):
+    """``chat.unread`` data: the user's read state of one room after their cursor moved."""
+
+    room: int
+    unread: int
+    last_read: int
+
+
+# Declared into the ``user`` kind by its name: the notifications app describes and registers
+# ``user:<id>`` (owner-only inbox), and chat must not import notifications (import contract
+# "apps-independent"). A kind is a string shared through the core's registry, so declaring
+# an event on it needs nothing of the app that owns it; without that app installed the kind
+# is simply not subscribable, and publishing stays valid (realtime.events.lookup).
+declare(
+    "user",
+    "chat.unread",
+    UnreadChanged,
+    summary="Your read cursor in a chat room moved (on any of your devices): the room's "
+    "unread count and last_read offset now.",
+)
+
+
+class ReadFrame(Payload):
+    """``chat.read`` fields (checked by the handler and ``services.read_cursor_advance``)."""
+
+    room: int
+    offset: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ReadAck(Payload):
+    """``chat.read``'s ``ack`` fields."""
+
+    room: int
+    last_read: int
+    unread: int
+
+
+declare_action(
+    "chat.read",
+    ReadFrame,
+    ReadAck,
+    summary="Mark a room read up to an offset (forward only, clamped to the room's newest); "
+    "your other sockets get chat.unread on user:<id>.",
+)
+
+
+@action("chat.read")
+async def read_room(ctx: ActionContext, frame: dict[str, Any]) -> dict[str, Any]:
+    """``chat.read {room: int, offset: int}`` → ``ack {room, last_read, unread}``.
+
+    Forward only: an offset below the cursor changes nothing and acks the current state;
+    one above the room's newest offset is clamped to it. Not pipelined: the ack follows the
+    write, and a client awaits it before trusting the count.
+
+    Errors: ``invalid`` (room or offset not an integer, offset below 0), ``unauthenticated``,
+    ``not_found`` (no such room, or a private room the user is not a member of: the same
+    answer, so a non-member learns nothing of it), ``unavailable``.
+    """
+    room_id, offset = frame.get("room"), frame.get("offset")
+    if type(room_id) is not int:
+        raise ProtocolError(ErrorCode.INVALID, "room must be an integer room id")
+    if type(offset) is not int or offset < 0:
+        raise ProtocolError(ErrorCode.INVALID, "offset must be an integer of at least 0")
+    if not ctx.user.is_authenticated:
+        raise ProtocolError(ErrorCode.UNAUTHENTICATED, "sign in to read rooms")
+    try:
+        last_read, unread = await database_sync_to_async(services.read_cursor_advance)(
+            user=ctx.user, room_id=room_id, offset=offset
+        )
+    except (Room.DoesNotExist, PermissionDenied) as exc:
+        raise ProtocolError(ErrorCode.NOT_FOUND, "no such room") from exc
+    return {"room": room_id, "last_read": last_read, "unread": unread}
 
 
 # --- Edits, deletes and reactions (docs/protocol.md: chat.edit, chat.delete, chat.react) ------
