@@ -535,8 +535,13 @@ class Client:
         return EventStream(self, listener)
 
     def _unlisten(self, listener: _Listener) -> None:
+        """Stop feeding ``listener``; what it received but did not yield goes back to the
+        backlog, for the next reader (it holds no event of its streams older than those)."""
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
+        while not listener.queue.empty():
+            if (event := listener.queue.get_nowait()) is not None:
+                self._backlog.append(event)
 
     def _end_of_events(self) -> ClientClosed | None:
         """What an ended ``EventStream`` raises: the reason the client stopped, unless
@@ -893,7 +898,8 @@ class EventStream:
     """An async iterator of ``Event`` (``Client.events()``); also an async context manager.
 
     It receives events from its creation until ``close()`` (or the end of its ``async
-    with``, or its garbage collection). Iterating it ends when the client is closed by
+    with``, or its garbage collection); what it has not yielded then goes back to the
+    client, for the next ``events()``. Iterating it ends when the client is closed by
     ``aclose()``.
 
     Raises (from iteration):
@@ -927,7 +933,8 @@ class EventStream:
         self.close()
 
     def close(self) -> None:
-        """Stop receiving events (those already queued are dropped)."""
+        """Stop receiving events; those received but not yet yielded are kept for the next
+        ``Client.events()``."""
         if self._listener is not None:
             self._client._unlisten(self._listener)
             self._listener = None

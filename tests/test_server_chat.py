@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from realtime.client import Client, Event
 from tests.conftest import login_cookies, token_for
 from tests.server import Server
 
@@ -80,6 +81,15 @@ async def next_event(ws: ClientConnection, event: str) -> dict[str, Any]:
             return frame
 
 
+async def next_message(client: Client, stream: str, timeout: float = 5) -> Event:
+    """The next ``chat.message`` event of ``stream`` on ``client``; other events are skipped."""
+    async with asyncio.timeout(timeout), client.events(stream) as events:
+        async for event in events:
+            if event.event == "chat.message":
+                return event
+    raise AssertionError("the client closed")
+
+
 def lobby_id(server: Server, token: str) -> int:
     rooms = httpx.get(
         f"{server.http}/api/rooms/", headers={"Authorization": f"Bearer {token}"}
@@ -92,41 +102,36 @@ async def test_two_users_chat_in_real_time(server: Server) -> None:
     room = lobby_id(server, alice_token)
     stream = f"chat:room:{room}"
     # alice by JWT in the subprotocol header, bob by the session cookie of the login form.
-    alice = await open_socket(server, subprotocols=["townsquare", f"bearer.{alice_token}"])
-    assert alice.subprotocol == "townsquare"
-    bob = await open_socket(server, cookie=cookie_header(server, "bob"))
-    try:
-        for ws in (alice, bob):
-            ack = await call(ws, {"type": "subscribe", "stream": stream})
+    async with (
+        Client(f"{server.ws}/ws/", token=alice_token) as alice,
+        Client(f"{server.ws}/ws/", headers={"Cookie": cookie_header(server, "bob")}) as bob,
+    ):
+        for client in (alice, bob):
+            ack = await client.subscribe(stream)
             assert (ack["type"], ack["stream"], ack["durable"]) == ("ack", stream, True)
         text = f"hello bob {uuid.uuid4()}"
-        ack = await call(
-            alice, {"type": "chat.send", "room": room, "text": text, "client_id": "a-1"}
-        )
+        ack = await alice.send("chat.send", room=room, text=text, client_id="a-1")
         assert (ack["type"], ack["client_id"]) == ("ack", "a-1")
-        event = await next_event(bob, "chat.message")
-        assert event["data"]["text"] == text
-        assert event["data"]["author"]["username"] == "alice"
-        assert event["offset"] == ack["offset"]
+        event = await next_message(bob, stream)
+        assert event.data["text"] == text
+        assert event.data["author"]["username"] == "alice"
+        assert event.offset == ack["offset"]
         reply = f"hi alice {uuid.uuid4()}"
-        await call(bob, {"type": "chat.send", "room": room, "text": reply})
-        while (event := await next_event(alice, "chat.message"))["data"]["text"] != reply:
+        await bob.send("chat.send", room=room, text=reply)
+        while (event := await next_message(alice, stream)).data["text"] != reply:
             pass
-        assert event["data"]["author"]["username"] == "bob"
-    finally:
-        await alice.close()
-        await bob.close()
+        assert event.data["author"]["username"] == "bob"
 
 
 async def test_missed_messages_are_recovered_with_since(server: Server) -> None:
     token = token_for(server, "bob")
     room = lobby_id(server, token)
     stream = f"chat:room:{room}"
-    bob = await open_socket(server, subprotocols=["townsquare", f"bearer.{token}"])
-    await call(bob, {"type": "subscribe", "stream": stream})
-    await call(bob, {"type": "chat.send", "room": room, "text": "before the gap"})
-    last = (await next_event(bob, "chat.message"))["offset"]
-    await bob.close()
+    async with Client(f"{server.ws}/ws/", token=token) as bob:
+        await bob.subscribe(stream)
+        await bob.send("chat.send", room=room, text="before the gap")
+        last = (await next_message(bob, stream)).offset
+    assert last is not None
     sent = []
     async with httpx.AsyncClient(
         base_url=server.http, headers={"Authorization": f"Bearer {token_for(server, 'carol')}"}
@@ -135,15 +140,12 @@ async def test_missed_messages_are_recovered_with_since(server: Server) -> None:
             response = await http.post(f"/api/rooms/{room}/messages/", json={"text": f"gap {i}"})
             assert response.status_code == 201
             sent.append(response.json()["offset"])
-    bob = await open_socket(server, subprotocols=["townsquare", f"bearer.{token}"])
-    try:
-        ack = await call(bob, {"type": "subscribe", "stream": stream, "since": last})
+    async with Client(f"{server.ws}/ws/", token=token) as bob:
+        ack = await bob.subscribe(stream, since=last)
         assert ack["replayed"] == 5
-        replayed = [await next_event(bob, "chat.message") for _ in range(5)]
-        assert [e["offset"] for e in replayed] == sent == list(range(last + 1, last + 6))
-        assert [e["data"]["text"] for e in replayed] == [f"gap {i}" for i in range(5)]
-    finally:
-        await bob.close()
+        replayed = [await next_message(bob, stream) for _ in range(5)]
+    assert [e.offset for e in replayed] == sent == list(range(last + 1, last + 6))
+    assert [e.data["text"] for e in replayed] == [f"gap {i}" for i in range(5)]
 
 
 async def test_seed_003_client_protocol(server: Server) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from realtime.client import Client, ClientClosed, ClientError, Event
+from realtime.client import Client, ClientClosed, ClientError, Event, EventStream, _Stream
 from tests.server import ROOT, Server, run_server, wait_serving
 
 pytestmark = pytest.mark.server
@@ -321,3 +321,24 @@ def test_backoff_is_full_jitter_capped() -> None:
         assert max(delays) > ceiling * 0.9  # the whole range is used
     assert client.origin == "http://127.0.0.1:1"
     assert Client("wss://example.com/ws/").origin == "https://example.com"
+
+
+async def test_offsets_are_delivered_once_and_unread_events_wait_for_the_next_reader() -> None:
+    client = Client("ws://127.0.0.1:1/ws/")
+    client._streams["s"] = _Stream("s", 2, asyncio.get_running_loop().create_future())
+    for offset in (1, 2, 3, 3, 4, None, 5):
+        frame = {"type": "event", "stream": "s", "event": "e", "data": {"o": offset}}
+        client._deliver({**frame, "offset": offset} if offset else frame)
+    client._deliver({"type": "event", "stream": "other", "event": "e", "data": {}, "offset": 9})
+    async with client.events("s") as events:
+        first = await anext(events)
+    assert (first.offset, first.data) == (3, {"o": 3})
+    rest = [e.offset async for e in _take(client.events(), 3)]
+    assert rest == [4, None, 5]  # 1, 2 (since) and the repeated 3 dropped; "other" unknown
+    assert client.last_offset("s") == 5
+
+
+async def _take(events: EventStream, n: int) -> AsyncIterator[Event]:
+    async with events:
+        for _ in range(n):
+            yield await anext(events)
