@@ -9,17 +9,27 @@ answers a non-member the same 404 as a room that does not exist (no name, no mem
 
 from __future__ import annotations
 
+import json
+
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Page, Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
+from rest_framework.pagination import Cursor
 
 from . import selectors, services
-from .models import Room
+from .api import MessageCursorPagination
+from .models import Message, Room
 
+#: Messages on a room page when it opens (more load as one scrolls up).
 HISTORY_ON_OPEN = 50
+#: At most this many unread messages are rendered from the first unread one; with more, the
+#: page opens at the newest (the "new messages" line is then above, once scrolled to).
+UNREAD_ON_OPEN = 200
 #: Rooms per page in each column of the room list.
 ROOMS_PER_PAGE = 50
 NO_SUCH_ROOM = "No such room."
@@ -59,17 +69,63 @@ def _readable(request: HttpRequest, room_id: object) -> Room:
         raise Http404(NO_SUCH_ROOM) from exc
 
 
+def _older_url(room: Room, messages: list[Message]) -> str | None:
+    """The API page of the messages before the first one shown (``GET
+    /api/rooms/<id>/messages/?cursor=…``, newest first), or None when there are none."""
+    if not messages or messages[0].offset <= 1:
+        return None
+    pagination = MessageCursorPagination()
+    pagination.base_url = reverse("api-room-messages", kwargs={"room_id": room.pk})
+    return str(
+        pagination.encode_cursor(Cursor(offset=0, reverse=False, position=messages[0].offset))
+    )
+
+
+def _history(room: Room, first_unread: int | None) -> list[Message]:
+    """The messages a room page opens with, oldest first: the newest ``HISTORY_ON_OPEN``, or,
+    when the first unread one is older, every message from it (up to ``UNREAD_ON_OPEN``)."""
+    latest = selectors.message_list_latest(room_id=room.pk, limit=HISTORY_ON_OPEN)
+    if first_unread is None or not latest or first_unread >= latest[0].offset:
+        return latest
+    unread = selectors.message_list_after(
+        room_id=room.pk, since=first_unread - 1, limit=UNREAD_ON_OPEN + 1
+    )
+    if len(unread) > UNREAD_ON_OPEN or unread[-1].offset != latest[-1].offset:
+        return latest  # too many: open at the newest
+    return unread
+
+
+def _can_moderate(user: AbstractBaseUser | AnonymousUser, room: Room) -> bool:
+    """Whether the page offers Delete on others' messages: staff and the room's moderators,
+    the rule ``services.message_delete`` enforces (the page only shows the button)."""
+    if not user.is_authenticated or user.pk is None:
+        return False
+    return bool(getattr(user, "is_staff", False)) or room.moderators.filter(pk=user.pk).exists()
+
+
 def _render_room(request: HttpRequest, room: Room) -> HttpResponse:
     """The room page of a room ``_readable`` returned."""
-    messages = selectors.message_list_latest(room_id=room.pk, limit=HISTORY_ON_OPEN)
+    reading = selectors.read_state(user=request.user, room_id=room.pk)
+    messages = _history(room, reading.first_unread)
+    user = request.user
     context = {
         "room": room,
-        "messages": messages,
+        "messages": [
+            # reactions: JSON for the item's data-reactions (timeline.js draws the bar).
+            {"message": m, "reactions": json.dumps(selectors.message_reactions(m))}
+            for m in messages
+        ],
         # The page subscribes with `since` = this offset, so nothing sent between rendering
         # and subscribing is lost.
         "last_offset": messages[-1].offset if messages else room.last_offset,
         "members": selectors.room_member_names(room=room),
-        "is_member": selectors.room_is_member(user=request.user, room=room),
+        "is_member": selectors.room_is_member(user=user, room=room),
+        "page": {
+            "older_url": _older_url(room, messages),
+            "can_moderate": _can_moderate(user, room),
+            "first_unread": reading.first_unread,
+            "last_read": reading.last_read,
+        },
     }
     return render(request, "chat/room.html", context)
 
