@@ -1,9 +1,10 @@
 /**
- * Townsquare real-time client: one WebSocket to `/ws/`, many streams over it.
+ * Townsquare real-time client: one WebSocket to `/ws/`, many streams over it; where
+ * WebSockets do not get through, the same frames over Server-Sent Events (`/sse/`).
  *
  * An ES module with no dependencies and no build step. The wire protocol is documented in
  * realtime/protocol.py (and docs/protocol.md); every frame is one JSON object per text
- * message.
+ * message (over SSE: per `data:` record from the server, per POST from the client).
  *
  * Client → server frames sent by this module:
  *   {"type": "subscribe", "stream": string, "since"?: int, "ref": int}
@@ -109,6 +110,11 @@ const OUTBOX_WINDOW = 16;
 const OUTBOX_BURST = 16;
 const OUTBOX_PER_SECOND = 10;
 
+/** `readyState` of an open WebSocket (and of an open `SseSocket`); a constant of its own, as
+ * a page may replace or remove `WebSocket`. */
+const OPEN = 1;
+const CLOSED = 3;
+
 /** How long a tab coming back to the foreground waits for any frame after its probe ping
  * before it calls an open socket dead, in ms. */
 const PROBE_TIMEOUT_MS = 5000;
@@ -134,6 +140,115 @@ function safeCall(fn, ...args) {
 function defaultUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${location.host}/ws/`;
+}
+
+/** The default SSE endpoint: `<page origin>/sse/`. */
+function defaultSseUrl() {
+  return `${location.origin}/sse/`;
+}
+
+/** The CSRF token for a session-signed POST: Django's `csrftoken` cookie, else the page's
+ * `{% csrf_token %}` field or a `<meta name="csrf-token">`. */
+function csrfToken() {
+  const match = globalThis.document?.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  if (match) return decodeURIComponent(match[1]);
+  const doc = globalThis.document;
+  return (
+    doc?.querySelector('input[name="csrfmiddlewaretoken"]')?.value ??
+    doc?.querySelector('meta[name="csrf-token"]')?.content ??
+    ""
+  );
+}
+
+/**
+ * The `/sse/` transport with a WebSocket's face (`readyState`, `send`, `close`, `onopen`,
+ * `onmessage`, `onclose`), so `RealtimeClient` runs on it unchanged (docs/protocol.md,
+ * "Server-Sent Events"). An `EventSource` carries the server's frames; `send` POSTs each
+ * client frame, one after another so they arrive in order, to the URL the stream's
+ * `connected` record names. The browser's own reconnect is not used: any failure closes
+ * (code 1006) and `RealtimeClient` reconnects, subscribing again with `since`, as after a
+ * WebSocket drop. The server's `event: close` record closes with its code.
+ */
+class SseSocket {
+  /**
+   * @param {string} url the `/sse/` URL.
+   * @param {string | null} token a JWT (from a `bearer.<token>` protocol): `?token=` on
+   *   the stream (an `EventSource` sends no headers), `Authorization` on the POSTs.
+   */
+  constructor(url, token) {
+    this.readyState = 0;
+    this.onopen = null;
+    this.onmessage = null;
+    this.onclose = null;
+    this._token = token;
+    this._postUrl = null;
+    this._queue = Promise.resolve();
+    const streamUrl = new URL(url, globalThis.location?.href);
+    if (token) streamUrl.searchParams.set("token", token);
+    this._source = new EventSource(streamUrl.href, { withCredentials: true });
+    this._source.addEventListener("connected", (event) => {
+      const hello = JSON.parse(event.data);
+      this._postUrl = new URL(hello.post, streamUrl).href;
+      this.readyState = OPEN;
+      this.onopen?.();
+    });
+    this._source.onmessage = (event) => this.onmessage?.({ data: event.data });
+    this._source.addEventListener("close", (event) => {
+      let info = {};
+      try {
+        info = JSON.parse(event.data);
+      } catch {
+        // not ours; close as a failure
+      }
+      this._end(Number.isInteger(info.code) ? info.code : 1006, info.reason ?? "");
+    });
+    this._source.onerror = () => this._end(1006, "the event stream failed");
+  }
+
+  /** POST one frame after those already posted; a POST that fails ends the connection. */
+  send(text) {
+    if (this.readyState !== OPEN) throw new Error("the event stream is not open");
+    const headers = { "Content-Type": "application/json" };
+    if (this._token) headers.Authorization = `Bearer ${this._token}`;
+    else headers["X-CSRFToken"] = csrfToken();
+    const post = async () => {
+      for (let attempt = 0; attempt < 5 && this.readyState === OPEN; attempt += 1) {
+        let response;
+        try {
+          response = await fetch(this._postUrl, {
+            method: "POST",
+            body: text,
+            headers,
+            credentials: "same-origin",
+          });
+        } catch {
+          this._end(1006, "a POST failed");
+          return;
+        }
+        if (response.status !== 429) {
+          if (response.status === 401) this._end(4001, "the token was refused");
+          else if (!response.ok) this._end(1006, `a POST was answered ${response.status}`);
+          return;
+        }
+        // Frames wait on the server: wait as a socket's sender would, then again.
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    };
+    this._queue = this._queue.then(post);
+  }
+
+  close(code = 1000, reason = "") {
+    setTimeout(() => this._end(code, reason), 0);
+    this._source.close();
+    this.readyState = 2;
+  }
+
+  _end(code, reason) {
+    if (this.readyState === CLOSED) return;
+    this.readyState = CLOSED;
+    this._source.close();
+    this.onclose?.({ code, reason });
+  }
 }
 
 /** The page's sessionStorage, or null where there is none (or it is blocked). */
@@ -172,6 +287,12 @@ function randomId() {
  *   remembers the highest `offset` delivered and resubscribes with `since` = that offset,
  *   so the server replays what was missed; any event with an offset at or below the last
  *   one delivered is dropped, so a listener never sees an offset twice.
+ * - Falls back to Server-Sent Events (`transport: "auto"`, the default): after
+ *   `fallbackAfter` WebSocket attempts in a row that failed before carrying a frame (one
+ *   that opens but answers nothing within `silentAfter` ms counts), it connects to `/sse/`
+ *   instead, with the same frames, subscriptions and outbox; while there it tries a
+ *   WebSocket every `wsRetryInterval` ms in the background and moves back once one answers.
+ *   `transport` says which is in use.
  * - Keeps an outbox of actions sent with `sendReliably()`: each is written now if open and
  *   again after every reconnect (after the subscribes, in the order queued) until the server
  *   answers, so the server must treat a repeat as a no-op (e.g. `chat.send` with the same
@@ -210,6 +331,15 @@ export class RealtimeClient {
    * @param {string | null} [options.storageKey=null] the sessionStorage key the outbox is
    *   kept under; null keeps it in memory only.
    * @param {Storage | null} [options.storage] where to keep it; default sessionStorage.
+   * @param {"auto" | "websocket" | "sse"} [options.transport="auto"] `websocket` or `sse`
+   *   only, or WebSockets with the SSE fallback.
+   * @param {string} [options.sseUrl] the SSE endpoint; default `<page origin>/sse/`.
+   * @param {number} [options.fallbackAfter=2] failed WebSocket attempts in a row before
+   *   falling back to SSE.
+   * @param {number} [options.silentAfter=4000] an open WebSocket that carried no frame
+   *   (not even the pong to its first ping) after this many milliseconds failed.
+   * @param {number} [options.wsRetryInterval=60000] while on SSE, milliseconds between
+   *   background WebSocket tries.
    */
   constructor({
     url,
@@ -223,8 +353,26 @@ export class RealtimeClient {
     maxPendingMs = 60000,
     storageKey = null,
     storage = defaultStorage(),
+    transport = "auto",
+    sseUrl,
+    fallbackAfter = 2,
+    silentAfter = 4000,
+    wsRetryInterval = 60000,
   } = {}) {
     this.url = url ?? defaultUrl();
+    this.sseUrl = sseUrl ?? defaultSseUrl();
+    this.transportOption = transport;
+    this.fallbackAfter = fallbackAfter;
+    this.silentAfter = silentAfter;
+    this.wsRetryInterval = wsRetryInterval;
+    /** @type {"websocket" | "sse"} the transport of the current (or next) connection. */
+    this.transport = transport === "sse" ? "sse" : "websocket";
+    /** WebSocket attempts in a row that failed before carrying a frame. */
+    this._wsFailures = 0;
+    this._carried = false;
+    this._silentTimer = null;
+    this._wsProbe = null;
+    this._wsProbeTimer = null;
     this.protocols = protocols;
     this.baseDelay = baseDelay;
     this.maxDelay = maxDelay;
@@ -311,6 +459,7 @@ export class RealtimeClient {
     globalThis.removeEventListener?.("offline", this._onOffline);
     globalThis.document?.removeEventListener("visibilitychange", this._onVisibility);
     clearTimeout(this._reconnectTimer);
+    this._stopWsProbe();
     const socket = this.socket;
     this._closed(1000, "closed by the client");
     if (socket) socket.close(1000, "client closed");
@@ -520,7 +669,7 @@ export class RealtimeClient {
   // --- connection -------------------------------------------------------------------------
 
   _isOpen() {
-    return this.socket !== null && this.socket.readyState === WebSocket.OPEN;
+    return this.socket !== null && this.socket.readyState === OPEN;
   }
 
   _nextRef() {
@@ -536,20 +685,32 @@ export class RealtimeClient {
 
   _open() {
     this.nextAttemptAt = null;
+    this._carried = false;
     let socket;
     try {
-      socket = this.protocols ? new WebSocket(this.url, this.protocols) : new WebSocket(this.url);
+      if (this.transport === "sse") {
+        const bearer = this.protocols?.find((p) => p.startsWith("bearer."));
+        socket = new SseSocket(this.sseUrl, bearer ? bearer.slice(7) : null);
+      } else {
+        socket = this.protocols ? new WebSocket(this.url, this.protocols) : new WebSocket(this.url);
+      }
     } catch (err) {
       // A URL the page may not open (bad syntax, the CSP's connect-src): keep backing off
       // rather than stop for good, so a corrected `url` is picked up by the next attempt.
       console.warn("realtime: could not open a socket", err);
+      this._countTransportFailure();
       this._closed(1006, String(err));
       return;
     }
     this.socket = socket;
     // Events of a socket that is no longer current (replaced or abandoned) are ignored.
     socket.onopen = () => socket === this.socket && this._opened();
-    socket.onmessage = (event) => socket === this.socket && this._receive(event.data);
+    socket.onmessage = (event) => {
+      if (socket !== this.socket) return;
+      this._carried = true;
+      this._wsFailures = 0;
+      this._receive(event.data);
+    };
     socket.onclose = (event) => socket === this.socket && this._closed(event.code, event.reason);
   }
 
@@ -559,14 +720,94 @@ export class RealtimeClient {
     this._pingTimer = setInterval(() => this._ping(), this.pingInterval);
     this._stableTimer = setTimeout(() => (this._attempt = 0), STABLE_AFTER_MS);
     this._setState("open");
+    if (this.transport === "websocket" && this.transportOption === "auto") {
+      // A proxy may accept the upgrade and then pass nothing: ask for a pong at once.
+      this._write({ type: "ping", ref: this._nextRef() });
+      const socket = this.socket;
+      this._silentTimer = setTimeout(() => {
+        if (this.socket === socket && !this._carried) this._abandon("the WebSocket carried nothing");
+      }, this.silentAfter);
+    }
     for (const [stream, sub] of this._streams) this._sendSubscribe(stream, sub);
     this._flushOutbox();
   }
 
+  /** Count a WebSocket that failed before carrying a frame; after `fallbackAfter` in a row,
+   * use SSE for the next connections (and try WebSockets again in the background). */
+  _countTransportFailure() {
+    if (this.transportOption !== "auto" || this.transport !== "websocket" || this._carried) return;
+    this._wsFailures += 1;
+    if (this._wsFailures < this.fallbackAfter) return;
+    console.warn("realtime: WebSockets do not get through; using Server-Sent Events");
+    this.transport = "sse";
+    this._attempt = 0;
+    this._scheduleWsProbe();
+  }
+
+  _scheduleWsProbe() {
+    clearTimeout(this._wsProbeTimer);
+    this._wsProbeTimer = setTimeout(() => this._probeWebSocket(), this.wsRetryInterval);
+  }
+
+  _stopWsProbe() {
+    clearTimeout(this._wsProbeTimer);
+    this._wsProbeTimer = null;
+    const probe = this._wsProbe;
+    this._wsProbe = null;
+    if (probe) probe.close();
+  }
+
+  /** While on SSE: open a WebSocket on the side; if it answers a ping, move to WebSockets
+   * (the SSE connection is closed and the streams resubscribed with `since`). */
+  _probeWebSocket() {
+    if (!this._wanted || this.transport !== "sse") return;
+    let probe;
+    try {
+      probe = this.protocols ? new WebSocket(this.url, this.protocols) : new WebSocket(this.url);
+    } catch {
+      this._scheduleWsProbe();
+      return;
+    }
+    this._wsProbe = probe;
+    const timer = setTimeout(() => failed(), this.silentAfter);
+    const failed = () => {
+      clearTimeout(timer);
+      if (this._wsProbe !== probe) return;
+      this._wsProbe = null;
+      probe.onclose = null;
+      probe.close();
+      this._scheduleWsProbe();
+    };
+    probe.onopen = () => probe.send(JSON.stringify({ type: "ping" }));
+    probe.onclose = failed;
+    probe.onmessage = () => {
+      clearTimeout(timer);
+      if (this._wsProbe !== probe) return;
+      this._wsProbe = null;
+      probe.onclose = null;
+      probe.close(1000, "probe");
+      this.transport = "websocket";
+      this._wsFailures = 0;
+      const socket = this.socket;
+      if (socket === null) {
+        this.retryNow();
+        return;
+      }
+      // Replace the SSE connection at once; nothing is lost or repeated (since, outbox).
+      this._switching = true;
+      this._closed(1000, "moving to WebSockets");
+      this._switching = false;
+      socket.onclose = null;
+      socket.close();
+    };
+  }
+
   /** Tidy up after the socket closed (or was abandoned); reconnect unless that is final. */
   _closed(code, reason) {
+    if (this.socket !== null) this._countTransportFailure();
     this.socket = null;
     this.closeCode = code;
+    clearTimeout(this._silentTimer);
     clearInterval(this._pingTimer);
     clearTimeout(this._deadTimer);
     clearTimeout(this._probeTimer);
@@ -585,7 +826,12 @@ export class RealtimeClient {
     if (!this._wanted || FINAL_CLOSE_CODES.has(code)) {
       this._wanted = false;
       this.nextAttemptAt = null;
+      this._stopWsProbe();
       this._setState("closed");
+      return;
+    }
+    if (this._switching) {
+      this._open();
       return;
     }
     this._scheduleReconnect();
