@@ -11,10 +11,13 @@
   subscriptions. ``last_offset`` is never written here: saving a room writes the edited
   fields only, so a message sent while the page was open keeps its offset.
 - ``Message``: added through ``message_create`` (the next offset of the room, ``chat.message``
-  after commit; the author is the chosen user, or the operator when none is chosen). Never
-  edited or deleted: a message has no "edited" or "deleted" event, so an edit would reach no
-  open page and no replay, and a deletion would leave a hole in offsets that clients read as
-  a lost message.
+  after commit; the author is the chosen user, or the operator when none is chosen). Its text
+  is never edited here: ``message_edit`` allows the author only, and staff do not put words in
+  someone's mouth. The action "Delete selected messages (tombstone)" deletes through
+  ``message_delete`` as the operator (staff may): each becomes a tombstone at its offset
+  (text and reactions gone, ``chat.message_deleted`` published at a new offset), so open
+  pages and replays see it. The row itself is never deleted: that would leave a hole in the
+  room's offsets, which clients read as a lost message.
 - Users: ``townsquare/admin.py`` (deleting one takes them out of their rooms through
   ``room_members_change``; their messages move to ``[deleted]``).
 """
@@ -150,11 +153,25 @@ class MessageAdmin(ServiceWritesAdmin[Message]):
     docstring."""
 
     form = MessageForm
-    list_display = ["room", "offset", "author", "short_text", "created_at"]
+    list_display = ["room", "offset", "author", "short_text", "created_at", "edited_at", "deleted"]
     list_filter = ["room"]
     search_fields = ["text", "author__username"]
     list_select_related = ["room", "author"]
     raw_id_fields = ["author"]
+    actions = ["tombstone_selected"]
+
+    @admin.display(description="deleted", boolean=True)
+    def deleted(self, obj: Message) -> bool:
+        """Whether the message is a tombstone."""
+        return obj.deleted_at is not None
+
+    @admin.action(description="Delete selected messages (tombstone: the offset stays)")
+    def tombstone_selected(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        """Called by the action: ``message_delete`` for each, as the operator."""
+        done = 0
+        for pk in queryset.values_list("pk", flat=True):
+            done += services.message_delete(user=_staff(request), message_id=pk).changed
+        self.message_user(request, f"{done} message(s) deleted.")
 
     @admin.display(description="text")
     def short_text(self, obj: Message) -> str:
@@ -165,7 +182,16 @@ class MessageAdmin(ServiceWritesAdmin[Message]):
         """Room, author and text to add one; everything, read-only, to view one."""
         if obj is None:
             return ("room", "author", "text")
-        return ("room", "offset", "author", "text", "client_id", "created_at")
+        return (
+            "room",
+            "offset",
+            "author",
+            "text",
+            "client_id",
+            "created_at",
+            "edited_at",
+            "deleted_at",
+        )
 
     def formfield_for_foreignkey(
         self, db_field: models.ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
@@ -177,11 +203,12 @@ class MessageAdmin(ServiceWritesAdmin[Message]):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def has_change_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
-        """Never: no event tells open pages or replays that a message changed."""
+        """Never: text edits are the author's (``message_edit``); deleting is the action."""
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
-        """Never: a deleted message is a hole in the room's gapless offsets."""
+        """Never the row: it would be a hole in the room's gapless offsets (the action leaves
+        a tombstone instead)."""
         return False
 
     def save_model(self, request: HttpRequest, obj: Message, form: Any, change: bool) -> None:

@@ -633,3 +633,37 @@ def test_api_anonymous_is_refused(demo: Demo) -> None:
         403,
     )
     assert MessageChange.objects.count() == 0
+
+
+# --- admin -----------------------------------------------------------------------------------
+
+
+def test_the_admin_deletes_through_message_delete_and_never_edits(
+    demo: Demo, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django.test import Client
+
+    kept = say(demo.bob, demo.lobby, "kept")
+    gone = say(demo.bob, demo.lobby, SECRET)
+    client = Client()
+    client.force_login(demo.alice)  # staff
+    with (
+        mock.patch("realtime.publish.publish") as publish,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        answer = client.post(
+            "/admin/chat/message/",
+            {"action": "tombstone_selected", "_selected_action": [gone.pk]},
+        )
+    assert answer.status_code == 302
+    gone.refresh_from_db()
+    assert (gone.text, gone.deleted_at is not None, gone.offset) == ("", True, 2)
+    ((args, kwargs),) = publish.call_args_list
+    assert args[1] == "chat.message_deleted" and kwargs == {"offset": 3}
+    assert Message.objects.filter(room=demo.lobby).count() == 2  # the row stays
+    # Text is never edited here (the author's, through message_edit).
+    change = client.post(f"/admin/chat/message/{kept.pk}/change/", {"text": "changed"})
+    assert change.status_code == 403
+    kept.refresh_from_db()
+    assert (kept.text, kept.edited_at) == ("kept", None)
+    assert_gapless(demo.lobby)
