@@ -667,3 +667,95 @@ def test_the_admin_deletes_through_message_delete_and_never_edits(
     kept.refresh_from_db()
     assert (kept.text, kept.edited_at) == ("kept", None)
     assert_gapless(demo.lobby)
+
+
+# --- PostgreSQL, a real server -----------------------------------------------------------------
+
+
+@pytest.mark.server
+def test_concurrent_sends_and_changes_keep_offsets_gapless_on_postgres(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """HTTP sends, edits and reactions at once against a server on PostgreSQL (row locks,
+    READ COMMITTED): every offset of the room is used once, each message's changes in the
+    order its client made them."""
+    import httpx
+    import psycopg
+
+    from tests.conftest import token_for
+    from tests.pg import scratch_postgres
+    from tests.server import run_server
+
+    workdir = tmp_path_factory.mktemp("changes-pg")
+    with (
+        scratch_postgres() as database_url,
+        run_server(workdir, DATABASE_URL=database_url) as server,
+    ):
+        auth = {
+            name: {"Authorization": f"Bearer {token_for(server, name)}"}
+            for name in ("bob", "carol", "dave")
+        }
+        rooms = httpx.get(f"{server.http}/api/rooms/", headers=auth["bob"]).json()
+        lobby = next(r["id"] for r in rooms if r["name"] == "lobby")
+        base = f"{server.http}/api/rooms/{lobby}/messages/"
+        targets = [
+            httpx.post(base, json={"text": f"t{n}"}, headers=auth["bob"]).json()["id"]
+            for n in range(4)
+        ]
+        start = threading.Barrier(8)
+        statuses: list[int] = []
+
+        def sender(n: int) -> None:
+            with httpx.Client(headers=auth["carol"], timeout=30) as client:
+                start.wait()
+                statuses.extend(
+                    client.post(base, json={"text": f"s{n}-{i}"}).status_code for i in range(8)
+                )
+
+        def changer(n: int) -> None:
+            with httpx.Client(timeout=30) as client:
+                start.wait()
+                for i in range(8):
+                    if i % 2:
+                        answer = client.patch(
+                            f"{base}{targets[n]}/", json={"text": f"e{n}-{i}"}, headers=auth["bob"]
+                        )
+                    else:
+                        answer = client.post(
+                            f"{base}{targets[n]}/reactions/",
+                            json={"emoji": "👍"},
+                            headers=auth["dave"],
+                        )
+                    statuses.append(answer.status_code)
+
+        threads = [threading.Thread(target=sender, args=(n,)) for n in range(4)]
+        threads += [threading.Thread(target=changer, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(statuses) == [200] * 32 + [201] * 32
+        with psycopg.connect(database_url) as db:
+            (last,) = db.execute(
+                "SELECT last_offset FROM chat_room WHERE id = %s", [lobby]
+            ).fetchone()  # type: ignore[misc]
+            used = [
+                row[0]
+                for row in db.execute(
+                    'SELECT "offset" FROM chat_message WHERE room_id = %(r)s UNION ALL'
+                    ' SELECT "offset" FROM chat_messagechange WHERE room_id = %(r)s ORDER BY 1',
+                    {"r": lobby},
+                )
+            ]
+            assert last == 4 + 32 + 32
+            assert used == list(range(1, last + 1))
+            for target in targets:
+                events = [
+                    row[0]
+                    for row in db.execute(
+                        "SELECT event FROM chat_messagechange WHERE message_id = %s"
+                        ' ORDER BY "offset"',
+                        [target],
+                    )
+                ]
+                assert events == ["chat.reactions", "chat.message_edited"] * 4, target
