@@ -88,7 +88,8 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.staticfiles",
+    # django.contrib.staticfiles, whose collectstatic skips files nothing serves.
+    "townsquare.staticfiles.StaticFilesConfig",
     "channels",
     "rest_framework",
     "drf_spectacular",
@@ -274,8 +275,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             # The designated instance only: given several servers, Django's RedisCache would
-            # write to the first and read from the others, as from replicas.
-            "LOCATION": REDIS_URL,
+            # write to the first and read from the others, as from replicas. A list, since
+            # it splits a string at commas, which a redis+sentinel:// URL has.
+            "LOCATION": [REDIS_URL],
             "KEY_PREFIX": f"{CHANNEL_LAYERS['default']['CONFIG']['prefix']}:cache",
             # Django's RedisCache passes these to redis-py's connection pool.
             "OPTIONS": {
@@ -450,7 +452,6 @@ SPECTACULAR_SETTINGS = {
     # /api/docs/ (townsquare.pages.ApiDocsView) serves Swagger UI from our static files.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
     # Links of /api/ (#/<tag>/<operationId>) open the operation.
     "SWAGGER_UI_SETTINGS": {"deepLinking": True},
     # <id:…> path parameters (townsquare/converters.py): integers 1..2**63-1.
@@ -473,6 +474,30 @@ TOWNSQUARE_REALTIME: dict[str, Any] = {
 
 # Rooms one user may create per hour (page, API, seed-003 socket); staff are exempt; 0 = no limit.
 ROOM_CREATE_QUOTA: int = env.int("ROOM_CREATE_QUOTA", default=10)
+
+# --- Mail (docs/operations.md, "Missed-message mail") -----------------------------------------
+# Django's email settings by their own names; the console backend (mails printed to stdout)
+# until EMAIL_BACKEND names django.core.mail.backends.smtp.EmailBackend and EMAIL_HOST a server.
+EMAIL_BACKEND: str = env.str(
+    "EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_HOST: str = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT: int = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER: str = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD: str = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS: bool = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL: bool = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT: int = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL: str = env.str("DEFAULT_FROM_EMAIL", default="Townsquare <townsquare@localhost>")
+# The site's public origin, for links in mails (no trailing slash).
+SITE_URL: str = env.str("SITE_URL", default="http://localhost:8000")
+# Missed-message mail (chat.missed_mail): after MISSED_MAIL_DELAY_SECONDS with no socket, one
+# mail per room per MISSED_MAIL_PERIOD_SECONDS listing up to MISSED_MAIL_MAX_MESSAGES.
+MISSED_MAIL_ENABLED: bool = env.bool("MISSED_MAIL_ENABLED", default=True)
+MISSED_MAIL_DELAY_SECONDS: int = env.int("MISSED_MAIL_DELAY_SECONDS", default=15 * 60)
+MISSED_MAIL_PERIOD_SECONDS: int = env.int("MISSED_MAIL_PERIOD_SECONDS", default=60 * 60)
+MISSED_MAIL_MAX_MESSAGES: int = env.int("MISSED_MAIL_MAX_MESSAGES", default=10)
+MISSED_MAIL_INTERVAL_SECONDS: int = env.int("MISSED_MAIL_INTERVAL_SECONDS", default=60)
 
 # --- Logging: one line per event; tokens never reach a log -----------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")

@@ -240,7 +240,7 @@ def test_settings_shard_either_layer_over_every_url(tmp_path: Path, layer: str) 
     assert all(h["socket_connect_timeout"] == 0.5 for h in hosts)
     # The stores and the cache: the first shard alone.
     assert seen["url"] == "redis://127.0.0.1:7001/0"
-    assert seen["cache"]["LOCATION"] == "redis://127.0.0.1:7001/0"
+    assert seen["cache"]["LOCATION"] == ["redis://127.0.0.1:7001/0"]
     assert "pool_class" not in seen["cache"]["OPTIONS"]
 
 
@@ -254,7 +254,7 @@ def test_settings_reach_redis_through_sentinel(tmp_path: Path) -> None:
     assert host["sentinels"] == [["127.0.0.1", 26379], ["127.0.0.1", 26380]]
     assert host["sentinel_kwargs"] == {"socket_connect_timeout": 1.0, "socket_timeout": 1.0}
     assert seen["url"] == "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/ts/0"
-    assert seen["cache"]["LOCATION"] == seen["url"]
+    assert seen["cache"]["LOCATION"] == [seen["url"]]
     assert seen["cache"]["OPTIONS"]["pool_class"] == "realtime.conf.SentinelCachePool"
 
 
