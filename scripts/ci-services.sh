@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Make sure Chromium, nginx, PostgreSQL and Redis are present (and the servers running), for a
-# run that requires them.
+# Make sure Chromium, nginx, PostgreSQL and Redis are present (and the servers running), and
+# axe-core installed (npm ci), for a run that requires them.
 # Starts only what is down; never stops anything.
 set -uo pipefail
 
@@ -42,5 +42,16 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
         --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
     for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 1; done
+fi
+# axe-core for the accessibility test (tests/test_browser_a11y.py), at the version
+# package-lock.json pins.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -f "$root/node_modules/axe-core/axe.min.js" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "==> installing npm"
+        apt-get update -qq >/dev/null && apt-get install -y -qq npm >/dev/null
+    fi
+    echo "==> npm ci (axe-core)"
+    (cd "$root" && npm ci --no-audit --no-fund --loglevel=error) || true
 fi
 exit 0
