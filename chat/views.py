@@ -53,8 +53,22 @@ def room_list(request: HttpRequest) -> HttpResponse:
     name = request.GET.get("name", "").strip()
     if name and "/" not in name:
         return redirect("chat:room-by-name", room_name=name)
+    joined = selectors.room_annotate_read_state(
+        selectors.room_list_joined(user=request.user), user=request.user
+    )
+    mine = _page(request, joined, "mine")
+    last = selectors.message_map(room.last_message_id for room in mine)
     context = {
-        "mine": _page(request, selectors.room_list_joined(user=request.user), "mine"),
+        "mine": mine,
+        # Each joined room with its read state: `room.unread`, `room.last_offset`, and its
+        # newest message as `preview` ({id, offset, author, text, created_at, deleted}).
+        "joined": [
+            {
+                "room": room,
+                "preview": selectors.message_preview_data(last.get(room.last_message_id)),
+            }
+            for room in mine
+        ],
         "public": _page(request, selectors.room_list_public_not_joined(user=request.user), "page"),
     }
     return render(request, "chat/room_list.html", context)

@@ -199,3 +199,160 @@ def test_a_new_room_name_takes_one_confirm_click(new_page: Callable[[], Page]) -
     dave.get_by_role("button", name="Open").click()
     expect(dave.locator("h1")).to_have_text(name)
     expect(dave.locator("#messages li.message .text")).to_have_text(["first in the new room"])
+
+
+def _api(server: Server, username: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=server.http,
+        headers={"Authorization": f"Bearer {token_for(server, username)}"},
+    )
+
+
+def _message(page: Page, text: str):
+    """The stored message item whose text is exactly ``text``."""
+    return page.locator("#messages li.message:not(.local)").filter(
+        has=page.locator(".text", has_text=re.compile(f"^{re.escape(text)}$"))
+    )
+
+
+def test_edit_delete_and_react_live_and_after_a_reload(
+    new_page: Callable[[], Page], server: Server
+) -> None:
+    alice, bob = new_page(), new_page()
+    errors: list[str] = []
+    for page in (alice, bob):
+        page.on("pageerror", lambda error: errors.append(str(error)))
+    log_in(alice, "alice")
+    log_in(bob, "bob")
+    open_new_room(alice, f"changes-{uuid.uuid4().hex[:8]}")
+    bob.goto(alice.url)
+    for page in (alice, bob):
+        wait_live(page)
+    send(bob, "teh typo")
+    send(bob, "delete me")
+    send(alice, "alice's own")
+    expect(alice.locator("#messages li.message:not(.local)")).to_have_count(3)
+
+    # Edit: Escape cancels, Enter saves; both pages show the new text and "(edited)".
+    mine = _message(bob, "teh typo")
+    mine.hover()
+    mine.get_by_role("button", name="Edit").click()
+    editor = bob.get_by_role("textbox", name="Edit message")
+    editor.fill("never saved")
+    editor.press("Escape")
+    expect(editor).to_have_count(0)
+    expect(mine.locator(".text")).to_have_text("teh typo")
+    mine.get_by_role("button", name="Edit").click()
+    editor.fill("the typo, fixed")
+    editor.press("Enter")
+    for page in (alice, bob):
+        fixed = _message(page, "the typo, fixed")
+        expect(fixed).to_have_count(1)
+        expect(fixed.locator(".edited")).to_have_text("(edited)")
+    # Only one's own messages are editable; bob cannot delete alice's, alice (staff) can his.
+    expect(_message(bob, "alice's own").get_by_role("button", name="Edit")).to_have_count(0)
+    expect(_message(bob, "alice's own").get_by_role("button", name="Delete")).to_have_count(0)
+    expect(_message(alice, "delete me").get_by_role("button", name="Delete")).to_have_count(1)
+
+    # React: alice picks 👍 on bob's message; bob adds his; alice takes hers back.
+    target = _message(alice, "the typo, fixed")
+    target.hover()
+    target.get_by_role("button", name="Add a reaction").click()
+    alice.get_by_role("button", name="React with 👍").click()
+    bob_chip = _message(bob, "the typo, fixed").locator("button.reaction")
+    expect(bob_chip).to_have_text("👍 1")
+    expect(bob_chip).to_have_attribute("aria-pressed", "false")
+    alice_chip = target.locator("button.reaction")
+    expect(alice_chip).to_have_attribute("aria-pressed", "true")  # mine: highlighted
+    bob_chip.click()
+    expect(alice_chip).to_have_text("👍 2")
+    expect(bob_chip).to_have_attribute("aria-pressed", "true")
+    alice_chip.click()
+    expect(bob_chip).to_have_text("👍 1")
+    expect(alice_chip).to_have_attribute("aria-pressed", "false")
+
+    # Delete asks first; then a tombstone everywhere, with no buttons left.
+    questions: list[str] = []
+
+    def accept(dialog: Dialog) -> None:
+        questions.append(dialog.message)
+        dialog.accept()
+
+    bob.once("dialog", accept)
+    gone = _message(bob, "delete me")
+    gone.hover()
+    gone.get_by_role("button", name="Delete").click()
+    for page in (alice, bob):
+        tomb = page.locator("#messages li.message.deleted")
+        expect(tomb).to_have_count(1)
+        expect(tomb.locator(".text")).to_have_text("message deleted")
+        expect(tomb.get_by_role("button")).to_have_count(0)
+        expect(page.locator("#messages", has_text="delete me")).to_have_count(0)
+    assert questions and questions[0].startswith("Delete this message?")
+
+    # After a reload the page shows the same state, rendered by the server.
+    alice.reload()
+    wait_live(alice)
+    expect(alice.locator("#messages li.message .text")).to_have_text(
+        ["the typo, fixed", "message deleted", "alice's own"]
+    )
+    expect(_message(alice, "the typo, fixed").locator(".edited")).to_have_text("(edited)")
+    chip = _message(alice, "the typo, fixed").locator("button.reaction")
+    expect(chip).to_have_text("👍 1")
+    expect(chip).to_have_attribute("aria-pressed", "false")
+    assert errors == []
+
+
+def test_room_list_unread_counts_live_cleared_by_reading_elsewhere(
+    new_page: Callable[[], Page], server: Server
+) -> None:
+    with _api(server, "alice") as alice:
+        name = f"unread-{uuid.uuid4().hex[:8]}"
+        response = alice.post("/api/rooms/", json={"name": name})
+        assert response.status_code == 201, response.text
+        room = int(response.json()["id"])
+        with _api(server, "bob") as bob_api:
+            assert bob_api.post(f"/api/rooms/{room}/join/").status_code == 200
+        alice.post(f"/api/rooms/{room}/messages/", json={"text": "read before"})
+
+        # Bob reads the room once, then keeps the room list open.
+        reader, rooms = new_page(), new_page()
+        log_in(reader, "bob")
+        reader.goto(f"/chat/room/{room}/")
+        wait_live(reader)
+        expect(reader.locator("#messages li.message")).to_have_count(1)
+        with _api(server, "bob") as bob_api:
+            # The page sends its read cursor once the bottom is in view.
+            for _ in range(100):
+                listed = bob_api.get("/api/rooms/", params={"page_size": 500}).json()
+                if next(r["unread"] for r in listed if r["id"] == room) == 0:
+                    break
+                reader.wait_for_timeout(50)
+            else:
+                raise AssertionError("the room page did not mark the room read")
+        log_in(rooms, "bob")
+        reader.goto("/")
+        item = rooms.locator("#your-rooms li", has=rooms.locator("a", has_text=name))
+        wait_live(rooms)
+        expect(item.locator(".unread-count")).to_be_hidden()
+        expect(item.locator(".preview")).to_contain_text("alice: read before")
+
+        # Two new messages: counted live, with the newest as the preview, in the tab title.
+        for text in ("new one", "new two"):
+            response = alice.post(f"/api/rooms/{room}/messages/", json={"text": text})
+            assert response.status_code == 201
+        expect(item.locator(".unread-count")).to_have_text("2 unread")
+        expect(item.locator(".preview")).to_contain_text("alice: new two")
+        expect(rooms).to_have_title(re.compile(r"^\(2\) "))
+
+        # Bob opens the room on another page: it starts at the first unread message, under
+        # a "New messages" line; reading it there clears the count here.
+        reader.goto(f"/chat/room/{room}/")
+        wait_live(reader)
+        divider = reader.locator("#unread-divider")
+        expect(divider).to_have_text("New messages")
+        following = divider.locator("xpath=following-sibling::li[contains(@class,'message')][1]")
+        expect(following.locator(".text")).to_have_text("new one")
+        expect(divider).to_be_in_viewport()
+        expect(item.locator(".unread-count")).to_be_hidden()
+        expect(rooms).not_to_have_title(re.compile(r"^\("))
