@@ -60,8 +60,9 @@ def a11y_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def ids(a11y_server: Server) -> Ids:
-    """Data for every style: alice's and bob's messages in the lobby, an item sold out, and
-    bob's purchases of an item alice watches (unread notifications for her)."""
+    """Data for every style: alice's and bob's messages in the lobby, an item sold out, a
+    purchase of alice's, and bob's purchases of an item alice watches (unread notifications
+    for her)."""
     headers = {"Authorization": f"Bearer {token_for(a11y_server, 'alice')}"}
     with httpx.Client(base_url=a11y_server.http, headers=headers) as api:
         rooms = api.get("/api/rooms/").json()
@@ -74,6 +75,9 @@ def ids(a11y_server: Server) -> Ids:
         sold_out = next(i for i in items if i["name"] == SOLD_OUT)
         patched = api.patch(f"/api/items/{sold_out['id']}/", json={"quantity": 0})
         assert patched.status_code == 200, patched.text
+        # A row in alice's purchases.
+        bought = api.post(f"/api/items/{item['id']}/purchase/", json={"quantity": 1})
+        assert bought.status_code == 201, bought.text
     # bob's purchases notify alice, who watches the item: unread notifications for her.
     headers = {"Authorization": f"Bearer {token_for(a11y_server, 'bob')}"}
     with httpx.Client(base_url=a11y_server.http, headers=headers) as api:
@@ -180,6 +184,7 @@ def signed_in_paths(ids: Ids) -> list[str]:
         "/shop/",
         f"/shop/item/{ids.item}/",
         f"/shop/item/{ids.sold_out}/",
+        "/shop/purchases/",
         "/notifications/",
         "/dashboard/",
         "/test/",
@@ -214,7 +219,7 @@ def test_every_page_passes_axe_and_fits_a_phone(
                 expect(page.locator("#error-home")).to_have_attribute("href", "/")
                 check_page(page, name, problems, phone=phone)
                 checked += 1
-    assert checked == 19
+    assert checked == 20
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)
 
 
@@ -287,6 +292,35 @@ def test_dashboard_chart_labels_readable_on_a_phone(contexts: Callable[..., Page
         assert box is not None and box["height"] >= 10, (shown.nth(i).text_content(), box)
     for minor in page.locator("#chart .label-minor").all():
         expect(minor).to_be_hidden()
+
+
+def test_api_reference_is_served_from_this_origin(browser: Browser, a11y_server: Server) -> None:
+    # With the site's CSP on (no inline script or style, nothing from elsewhere), Swagger UI
+    # renders the schema from files of this server only.
+    context = browser.new_context(base_url=a11y_server.http, viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        failed: list[str] = []
+        page.on("requestfailed", lambda r: failed.append(r.url))
+        page.on(
+            "response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None
+        )
+        page.goto("/api/docs/")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("Townsquare API")
+        expect(page.locator(".opblock-tag-section").first).to_be_visible()
+        expect(page.get_by_role("heading", name="Idempotency keys")).to_be_visible()
+        assert len(requests) >= 6, requests  # page, 2 CSS, 2 bundles, start-up, schema
+        assert all(url.startswith(a11y_server.http + "/") for url in requests), requests
+        assert f"{a11y_server.http}/api/schema/" in requests
+        assert not failed, failed
+        assert not errors, errors
+    finally:
+        context.close()
 
 
 def test_axe_finds_what_it_should(contexts: Callable[..., Page]) -> None:
