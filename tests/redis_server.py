@@ -283,6 +283,11 @@ class SentinelGroup:
         wanted = (len(self.replicas), len(self.sentinels) - 1)
         return all(s.knows() == wanted for s in self.sentinels)
 
+    def wait_ready(self, timeout: float = 20.0) -> float:
+        """Wait until ``ready()``; return the seconds it took. ``RuntimeError`` after
+        ``timeout``."""
+        return _wait(self.ready, timeout, "the replicas in sync and the sentinels acquainted")
+
     def promoted(self) -> RedisServer | None:
         """The replica every sentinel names as the master, once they all agree on one."""
         ports = self.master_ports()
@@ -316,11 +321,14 @@ def private_sentinel_group(
     down_after_ms: int = 1000,
     failover_timeout_ms: int = 3000,
     ready_timeout: float = 20.0,
+    wait: bool = True,
 ) -> Iterator[SentinelGroup]:
     """A private primary, ``replicas`` replicas of it and ``sentinels`` sentinels watching it
     as ``master`` (quorum ``quorum``: a master unreachable for ``down_after_ms`` is failed
-    over), all on free ports under ``directory``; yielded once ``SentinelGroup.ready()``.
-    Every process is stopped on exit, by PID. Skips as ``private_redis`` does.
+    over), all on free ports under ``directory``; yielded once ``SentinelGroup.ready()``
+    (with ``wait=False`` at once: call ``wait_ready`` before a failover; the sentinels
+    name the primary from the start). Every process is stopped on exit, by PID. Skips as
+    ``private_redis`` does.
     """
     binary = _need_binary()
     with ExitStack() as stack:
@@ -350,5 +358,6 @@ def private_sentinel_group(
             _start(sentinel)
             stack.callback(sentinel.stop)
             group.sentinels.append(sentinel)
-        _wait(group.ready, ready_timeout, "the replica in sync and the sentinels acquainted")
+        if wait:
+            group.wait_ready(ready_timeout)
         yield group

@@ -132,7 +132,8 @@ def arrivals(peers: list[Peer], stream: str) -> dict[int, float]:
 async def test_a_sentinel_failover_under_load_loses_no_message(tmp_path: Path) -> None:
     with (
         scratch_postgres() as database_url,
-        private_sentinel_group(tmp_path / "redis") as group,
+        # The sentinels get acquainted (a few seconds) while the servers start.
+        private_sentinel_group(tmp_path / "redis", wait=False) as group,
     ):
         env: dict[str, Any] = {
             "DATABASE_URL": database_url,
@@ -164,6 +165,7 @@ async def _failover(a: Server, b: Server, group: SentinelGroup, database_url: st
     # Both workers reach Redis through the sentinels: the primary carries their traffic.
     old_master = group.primary.port
     assert group.master_ports() == {old_master}
+    await asyncio.to_thread(group.wait_ready)
     senders = [Sender(peer, room) for peer in peers[0::3]]  # alice@a, bob@b, dave@a
     assert {s.peer.name[-1] for s in senders} == {"a", "b"}
 
