@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.browser import log_in, wait_live
 from tests.conftest import token_for
@@ -308,3 +308,44 @@ def test_enter_sends_shift_enter_breaks_the_line_and_typing_restarts_after_a_sen
         "el => [el.offsetHeight, el.scrollHeight, el.clientHeight]"
     )
     assert height <= 170 and scroll > client
+
+
+def test_phone_width_fits_and_members_open_as_a_drawer(
+    browser: Browser, server: Server, api: Callable[[str], httpx.Client]
+) -> None:
+    room = new_room(api("alice"), "phone")
+    assert api("alice").post(f"/api/rooms/{room}/join/").status_code == 200
+    say(api("alice"), room, "a long line " + "without-any-break-" * 12)
+    context = browser.new_context(base_url=server.http, viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        log_in(page, "alice")
+        open_room(page, room)
+        # Nothing wider than the screen: no sideways scrolling.
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        members = page.get_by_role("complementary", name=re.compile("^Members"))
+        expect(members).to_be_hidden()
+        opener = page.get_by_role("button", name=re.compile("^Members"))
+        expect(opener).to_have_attribute("aria-expanded", "false")
+
+        opener.click()
+        expect(members).to_be_visible()
+        expect(members.locator("#members li", has_text="alice")).to_have_count(1)
+        expect(opener).to_have_attribute("aria-expanded", "true")
+        close = page.get_by_role("button", name="Close the member list")
+        expect(close).to_be_focused()
+        page.keyboard.press("Escape")
+        expect(members).to_be_hidden()
+        expect(opener).to_be_focused()
+
+        opener.click()
+        close.click()
+        expect(members).to_be_hidden()
+        expect(opener).to_be_focused()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        # The room list too, with its previews.
+        page.goto("/")
+        expect(page.locator("#your-rooms .preview").first).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    finally:
+        context.close()
