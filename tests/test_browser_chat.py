@@ -356,3 +356,47 @@ def test_room_list_unread_counts_live_cleared_by_reading_elsewhere(
         expect(divider).to_be_in_viewport()
         expect(item.locator(".unread-count")).to_be_hidden()
         expect(rooms).not_to_have_title(re.compile(r"^\("))
+
+
+def test_changes_missed_while_offline_are_replayed_in_order(
+    new_page: Callable[[], Page], server: Server
+) -> None:
+    bob = new_page()
+    offline = {"on": False}
+
+    def route(ws: WebSocketRoute) -> None:
+        if offline["on"]:
+            ws.close(code=1013, reason="try again later")
+        else:
+            ws.connect_to_server()
+
+    bob.route_web_socket(re.compile(r"/ws/$"), route)
+    log_in(bob, "bob")
+    open_new_room(bob, f"replay-{uuid.uuid4().hex[:8]}")
+    wait_live(bob)
+    room = int(bob.locator("#room-id").text_content() or "")
+    with _api(server, "alice") as alice:
+        base = f"/api/rooms/{room}/messages/"
+        ids = [alice.post(base, json={"text": t}).json()["id"] for t in ("one", "two", "three")]
+        expect(bob.locator("#messages li.message")).to_have_count(3)
+
+        offline["on"] = True
+        bob.evaluate("window.__townsquareClient.socket.close()")
+        expect(bob.locator("#connection-state")).to_have_attribute("data-state", "reconnecting")
+        # Edited twice, reacted to, one deleted after an edit: the last state must win.
+        assert alice.patch(f"{base}{ids[0]}/", json={"text": "one, v2"}).status_code == 200
+        assert alice.patch(f"{base}{ids[0]}/", json={"text": "one, v3"}).status_code == 200
+        for emoji in ("🎉", "👍"):
+            response = alice.post(f"{base}{ids[0]}/reactions/", json={"emoji": emoji, "on": True})
+            assert response.status_code == 200, response.text
+        assert alice.patch(f"{base}{ids[1]}/", json={"text": "two, edited"}).status_code == 200
+        assert alice.delete(f"{base}{ids[1]}/").status_code == 204
+        offline["on"] = False
+
+    expect(bob.locator("#messages li.message .text")).to_have_text(
+        ["one, v3", "message deleted", "three"], timeout=RECONNECT_TIMEOUT_MS
+    )
+    first = bob.locator("#messages li.message").first
+    expect(first.locator(".edited")).to_have_text("(edited)")
+    expect(first.locator("button.reaction")).to_have_text(["🎉 1", "👍 1"])
+    expect(bob.locator("#messages li.message.deleted .edited")).to_have_count(0)
