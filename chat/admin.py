@@ -37,8 +37,8 @@ from django.http import HttpRequest
 
 from townsquare.admin_writes import AdminRefused, ServiceWritesAdmin
 
-from . import services
-from .models import DELETED_USERNAME, Message, Room
+from . import missed_mail, services
+from .models import DELETED_USERNAME, MailPreference, Message, MissedMessageMail, Room
 
 
 def _staff(request: HttpRequest) -> User:
@@ -228,3 +228,36 @@ class MessageAdmin(ServiceWritesAdmin[Message]):
             raise AdminRefused("This room no longer exists.", field="room") from exc
         for field in ("pk", "author", "text", "offset", "client_id", "created_at"):
             setattr(obj, field, getattr(made, field))
+
+
+@admin.register(MailPreference)
+class MailPreferenceAdmin(admin.ModelAdmin[MailPreference]):
+    """Users' missed-message mail switch (a user without a row gets the mail). Saved through
+    ``missed_mail.mail_preference_set``, the settings page's path."""
+
+    list_display = ["user", "missed_messages", "updated_at"]
+    list_filter = ["missed_messages"]
+    search_fields = ["user__username", "user__email"]
+    raw_id_fields = ["user"]
+
+    def save_model(
+        self, request: HttpRequest, obj: MailPreference, form: Any, change: bool
+    ) -> None:
+        saved = missed_mail.mail_preference_set(user=obj.user, missed_messages=obj.missed_messages)
+        obj.pk, obj.updated_at = saved.pk, saved.updated_at
+
+
+@admin.register(MissedMessageMail)
+class MissedMessageMailAdmin(admin.ModelAdmin[MissedMessageMail]):
+    """When each user last got a missed-message mail about each room (read only: written by
+    the leader's job, which it paces)."""
+
+    list_display = ["user", "room", "sent_at", "offset"]
+    search_fields = ["user__username", "room__name"]
+    readonly_fields = ["user", "room", "sent_at", "offset"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

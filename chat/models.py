@@ -179,3 +179,42 @@ class ReadCursor(models.Model):
 
     def __str__(self) -> str:
         return f"user {self.user_id} read room {self.room_id} to #{self.offset}"
+
+
+class MailPreference(models.Model):
+    """A user's choice about chat mail. Without a row, missed-message mail is on (opt-out)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_mail_preference"
+    )
+    missed_messages = models.BooleanField(
+        default=True,
+        help_text="Mail a summary of unread messages in the user's rooms while they are away.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        state = "on" if self.missed_messages else "off"
+        return f"missed-message mail {state} for user {self.user_id}"
+
+
+class MissedMessageMail(models.Model):
+    """The last missed-message mail a user got about a room: when (at most one per
+    ``MISSED_MAIL_PERIOD_SECONDS``) and up to which offset it listed (later mails list only
+    newer messages). Claimed with a conditional write before the mail goes out
+    (``chat.missed_mail``), so two leaders overlapping never both send."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_missed_mails"
+    )
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="missed_mails")
+    sent_at = models.DateTimeField()
+    offset = models.PositiveBigIntegerField(help_text="the newest message offset listed")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "room"], name="chat_missed_mail_user_room"),
+        ]
+
+    def __str__(self) -> str:
+        return f"mail to user {self.user_id} about room {self.room_id} up to #{self.offset}"

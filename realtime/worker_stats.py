@@ -86,6 +86,10 @@ def _closed(sender: Any, consumer: Any, **kwargs: Any) -> None:
     local.mark()
 
 
+class StatsUnavailable(Exception):
+    """The shared store could not be read: who is connected on other workers is unknown."""
+
+
 # --- The shared store ------------------------------------------------------------------------
 # Where every worker's numbers meet. Everything below is the store's: the protocol, the two
 # backends and the choice between them; the rest of the module uses only ``get_store()``.
@@ -95,8 +99,11 @@ class Store(Protocol):
     async def put(self, worker: str, stats: dict[str, Any], events: dict[int, int]) -> None:
         """Write one worker's numbers and add its per-second event counts."""
 
-    async def workers(self, max_age: float) -> dict[str, dict[str, Any]]:
-        """Every worker written within ``max_age`` seconds: ``{worker: {sockets, users, at}}``."""
+    async def workers(self, max_age: float, *, strict: bool = False) -> dict[str, dict[str, Any]]:
+        """Every worker written within ``max_age`` seconds: ``{worker: {sockets, users, at}}``.
+
+        ``strict``: raise ``StatsUnavailable`` where a shared store would answer with this
+        worker alone (its fallback when it cannot be read)."""
 
     async def event_series(self, start: int, seconds: int) -> list[int]:
         """Events per second for ``seconds`` seconds from epoch second ``start``."""
@@ -116,7 +123,7 @@ class MemoryStore:
         for second in [s for s in self._events if s < horizon]:
             del self._events[second]
 
-    async def workers(self, max_age: float) -> dict[str, dict[str, Any]]:
+    async def workers(self, max_age: float, *, strict: bool = False) -> dict[str, dict[str, Any]]:
         cutoff = time.time() - max_age
         return {w: s for w, s in self._workers.items() if s["at"] >= cutoff}
 
@@ -160,16 +167,19 @@ class RedisStore:
                 pipe.expire(key, SERIES_SECONDS + 10)
             await pipe.execute()
 
-    async def workers(self, max_age: float) -> dict[str, dict[str, Any]]:
-        """Every worker written within ``max_age`` s; this worker alone when Redis fails."""
+    async def workers(self, max_age: float, *, strict: bool = False) -> dict[str, dict[str, Any]]:
+        """Every worker written within ``max_age`` s; this worker alone when Redis fails
+        (``StatsUnavailable`` instead when ``strict``: Redis is then always asked)."""
         own = {WORKER_ID: local.snapshot()}
-        if self._skip():
+        if self._skip() and not strict:
             return own
         try:
             async with asyncio.timeout(redis_timeout()):
                 raw = await self._redis.hgetall(self._workers_key)
         except Exception as exc:
             self._failed("workers", exc)
+            if strict:
+                raise StatsUnavailable(f"the workers' store did not answer: {exc!r}") from exc
             return own
         cutoff = time.time() - max_age
         found, stale = {}, []
@@ -235,6 +245,27 @@ async def deployment() -> dict[str, Any]:
         },
         "users_online": len(users),
     }
+
+
+async def users_connected() -> set[int]:
+    """The ids of the users with at least one open socket (any endpoint) on any live worker.
+
+    This process's sockets as they are now; other workers' as of their last write (at most
+    ``WORKER_FLUSH_SECONDS`` old; a worker silent for three ``WORKER_HEARTBEAT_SECONDS``
+    counts as gone, as in ``deployment``). One store read (a Redis ``HGETALL``) whatever
+    the number of users: call it once per batch of decisions, not per user.
+
+    Raises:
+        StatsUnavailable: the shared store did not answer (Redis down or hung). Absence from
+            the answer then says nothing, so a caller acting on "not connected" (a mail to
+            an offline user) must skip its run instead.
+    """
+    limits = rt_settings()
+    workers = await get_store().workers(max_age=3 * limits.WORKER_HEARTBEAT_SECONDS, strict=True)
+    users = set(local.users)
+    for stats in workers.values():
+        users.update(stats["users"])
+    return users
 
 
 async def run_flusher() -> None:
