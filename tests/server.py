@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -108,6 +111,54 @@ def run_server_on(database: str, workdir: Path, **env_extra: str) -> Iterator[Se
         yield stack.enter_context(run_server(workdir, **env))
 
 
+_PREPARED: dict[str, Path] = {}
+
+
+def _prepared_dir() -> Path:
+    """This process's directory of shared server files, removed when the process exits."""
+    if "dir" not in _PREPARED:
+        path = Path(tempfile.mkdtemp(prefix="townsquare-servers-"))
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        _PREPARED["dir"] = path
+    return _PREPARED["dir"]
+
+
+def _manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+
+
+def _prepare(env: dict[str, str], workdir: Path) -> None:
+    """Migrate and load the demo data into ``env``'s database, and collect static files
+    into its ``STATIC_ROOT``, reusing what this process prepared before where it can."""
+    shared_static = str(_prepared_dir() / "static")
+    if env["STATIC_ROOT"] != shared_static:
+        _manage(env, "collectstatic", "--noinput", "-v", "0")
+    elif "static" not in _PREPARED:
+        _manage(env, "collectstatic", "--noinput", "-v", "0")
+        _PREPARED["static"] = Path(shared_static)
+    database = workdir / "db.sqlite3"
+    if env["DATABASE_URL"] != f"sqlite:///{database}" or database.exists():
+        _manage(env, "migrate", "--noinput", "-v", "0")
+        _manage(env, "demo")
+        return
+    key = f"sqlite:{env.get('DJANGO_SETTINGS_MODULE', '')}"
+    if key not in _PREPARED:
+        template = _prepared_dir() / f"demo-{len(_PREPARED)}.sqlite3"
+        template_env = {**env, "DATABASE_URL": f"sqlite:///{template}"}
+        template_env.pop("REDIS_URL", None)
+        _manage(template_env, "migrate", "--noinput", "-v", "0")
+        _manage(template_env, "demo")
+        _PREPARED[key] = template
+    shutil.copyfile(_PREPARED[key], database)
+
+
 def server_env(workdir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env.update(
@@ -118,7 +169,7 @@ def server_env(workdir: Path, **extra: str) -> dict[str, str]:
             "DEBUG": "0",
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
-            "STATIC_ROOT": str(workdir / "static"),
+            "STATIC_ROOT": str(_prepared_dir() / "static"),
             "TOKEN_RATE": "10000/min",
             # Every test client signs in from 127.0.0.1: one test's wrong passwords must not
             # lock the next one out (tests/test_server_signin.py sets its own limits).
@@ -136,24 +187,18 @@ def server_env(workdir: Path, **extra: str) -> dict[str, str]:
 def run_server(
     workdir: Path, *, extra_args: tuple[str, ...] = (), prepare: bool = True, **env_extra: str
 ) -> Iterator[Server]:
-    """Migrate, load demo data, collect static files, start ``manage.py serve``; stop on exit."""
+    """Migrate, load demo data, collect static files, start ``manage.py serve``; stop on exit.
+
+    Static files are collected once per test process into a shared ``STATIC_ROOT`` (unless
+    the caller names its own), and a fresh SQLite database starts as a copy of one migrated
+    and demo-loaded once per process: each costs several Django start-ups, which the whole
+    suite would otherwise pay for every server it starts.
+    """
     env = server_env(workdir, **env_extra)
     port = free_port()
     log_path = workdir / f"server-{port}.log"
     if prepare:
-        for args in (
-            ["migrate", "--noinput", "-v", "0"],
-            ["demo"],
-            ["collectstatic", "--noinput", "-v", "0"],
-        ):
-            subprocess.run(
-                [sys.executable, "manage.py", *args],
-                cwd=ROOT,
-                env=env,
-                check=True,
-                capture_output=True,
-                timeout=180,
-            )
+        _prepare(env, workdir)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--port", str(port), *extra_args],

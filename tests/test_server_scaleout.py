@@ -60,7 +60,6 @@ async def test_two_workers_writing_one_room_keep_offset_order(tmp_path: Path) ->
             run_server(
                 tmp_path / "b",
                 prepare=False,
-                STATIC_ROOT=str(tmp_path / "a" / "static"),
                 DATABASE_URL=database_url,
                 REDIS_URL=redis_url,
                 REDIS_PREFIX=prefix,

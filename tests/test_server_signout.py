@@ -119,7 +119,6 @@ async def two_workers(tmp_path: Path) -> AsyncIterator[tuple[Server, Server]]:
             run_server(
                 tmp_path / "b",
                 prepare=False,
-                STATIC_ROOT=str(tmp_path / "a" / "static"),
                 DATABASE_URL=database_url,
                 REDIS_URL=redis_url,
                 REDIS_PREFIX=prefix,
