@@ -67,7 +67,7 @@ def test_room_page_renders_history_escaped_and_the_offset_to_resume_from(demo: D
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
     assert "<img src=x" not in html
     assert response.context["last_offset"] == 2
-    assert [m.offset for m in response.context["messages"]] == [1, 2]
+    assert [m["message"].offset for m in response.context["messages"]] == [1, 2]
     assert "script-src 'self'" in response["Content-Security-Policy"]
 
 
