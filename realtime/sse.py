@@ -60,7 +60,6 @@ from .middleware import (
     session_key_from_scope,
     session_user,
 )
-from .protocol import ErrorCode
 from .registry import STREAM_NAME_MAX, STREAM_NAME_RE
 from .subscription import Opened
 from .tokens import TokenError, verify_token
@@ -77,6 +76,10 @@ RETRY_MS = 2000
 CLOSE_WRITE_SECONDS = 2.0
 #: Layer message type of a POSTed frame relayed to the process holding the connection.
 POST_MESSAGE_TYPE = "sse.post"
+#: Layer message type of the reply: the status the relayed frame got (``SSEConnection.post``).
+POSTED_MESSAGE_TYPE = "sse.posted"
+#: Seconds a relayed POST waits for its reply before it is answered 503.
+RELAY_REPLY_SECONDS = 5.0
 #: Salt of the signed connection ids.
 ID_SALT = "realtime.sse.connection"
 #: The WebSocket close code a vanished HTTP client is reported with (1001 going away).
@@ -268,16 +271,18 @@ class SSEConnection:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def post(self, body: bytes) -> bool:
-        """Hand one POSTed frame to the consumer; False when ``MAX_QUEUED_FRAMES`` frames
-        already wait in front of the consumer's own queue (the poster retries later)."""
+    def post(self, body: bytes) -> int:
+        """Hand one POSTed frame to the consumer. Returns the HTTP status the poster gets:
+        202 (queued: its answer comes on the stream), 429 (``MAX_QUEUED_FRAMES`` frames
+        already wait in front of the consumer's own queue; retry later), 404 (the stream has
+        ended: nothing would answer the frame, so it is refused rather than dropped)."""
         if self.finished or self.disconnected:
-            return True  # the consumer is going away; nothing will read it
+            return 404
         if self._frames >= rt_settings().MAX_QUEUED_FRAMES:
-            return False
+            return 429
         self._frames += 1
         self._push(receive_message(body))
-        return True
+        return 202
 
     # --- the consumer's send ----------------------------------------------------------------
     async def send(self, message: dict[str, Any]) -> None:
@@ -484,21 +489,60 @@ async def _answer(send: Any, status: int, code: str = "", detail: str = "") -> N
 
 
 class _Relay:
-    """This event loop's layer channel for frames POSTed to another process's connection
-    (the hub's channel is for fan-out; this one only ever carries POSTs)."""
+    """This event loop's layer channel for POSTed frames between processes: a frame POSTed
+    to a connection held by another process is sent to that process's relay channel, which
+    hands it to the connection and replies with the status (``SSEConnection.post``) to the
+    poster's relay channel, where the waiting POST picks it up.
+
+    The channel is named with the hub's prefix (``hub``): channels_redis' core layer reads
+    the process-local channels of one prefix with one blocking pop, one reader at a time, so
+    a second prefix would wait behind the hub's reader for up to its pop timeout (5 s) per
+    frame. With one prefix, whichever reader holds the pop hands each message to its channel.
+    """
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
         self.channel = ""
         self.lock = asyncio.Lock()
         self.reader: asyncio.Task[None] | None = None
+        #: POSTs relayed from here and waiting for their status, by number.
+        self.waiting: dict[int, asyncio.Future[int]] = {}
+        self._sent = 0
+        self._replies: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         async with self.lock:
             if not self.channel:
                 layer = self.layer
-                self.channel = await layer_call(lambda: layer.new_channel(prefix="sse"))
+                self.channel = await layer_call(lambda: layer.new_channel(prefix="hub"))
                 self.reader = background(self._read())
+
+    async def relay(self, channel: str, key: str, user: int | None, body: bytes) -> int:
+        """Send one frame to the connection ``key`` of the process reading ``channel``; the
+        status it was answered with there (202, 404, 429).
+
+        Raises:
+            TimeoutError: no reply within ``RELAY_REPLY_SECONDS``; Exception: the layer's.
+        """
+        self._sent += 1
+        number = self._sent
+        reply: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.waiting[number] = reply
+        message = {
+            "type": POST_MESSAGE_TYPE,
+            "key": key,
+            "user": user,
+            "body": body,
+            "reply": self.channel,
+            "n": number,
+        }
+        layer = self.layer
+        try:
+            await layer_call(lambda: layer.send(channel, message))
+            async with asyncio.timeout(RELAY_REPLY_SECONDS):
+                return await reply
+        finally:
+            self.waiting.pop(number, None)
 
     async def _read(self) -> None:
         layer, channel = self.layer, self.channel
@@ -511,15 +555,30 @@ class _Relay:
                 logger.warning("sse: relay receive failed (%r); retrying in 1 s", exc)
                 await asyncio.sleep(1)
                 continue
-            if message.get("type") != POST_MESSAGE_TYPE:
-                continue
-            connection = _connections.get(message.get("key", ""))
-            if connection is None or connection.user_id != message.get("user"):
-                continue
-            if not connection.post(message["body"]):
-                await connection.consumer.send_error(
-                    ErrorCode.RATE_LIMITED, "too many frames waiting; retry"
-                )
+            kind = message.get("type")
+            if kind == POST_MESSAGE_TYPE:
+                status = 404
+                connection = _connections.get(message.get("key", ""))
+                if connection is not None and connection.user_id == message.get("user"):
+                    status = connection.post(message["body"])
+                # Replied from a task of its own: the reader never waits on the layer's send.
+                task = background(self._reply(message.get("reply"), message.get("n"), status))
+                self._replies.add(task)
+                task.add_done_callback(self._replies.discard)
+            elif kind == POSTED_MESSAGE_TYPE:
+                waiting = self.waiting.get(message.get("n", -1))
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(int(message["status"]))
+
+    async def _reply(self, channel: Any, number: Any, status: int) -> None:
+        if not isinstance(channel, str) or not isinstance(number, int):
+            return
+        layer = self.layer
+        reply = {"type": POSTED_MESSAGE_TYPE, "n": number, "status": status}
+        try:
+            await layer_call(lambda: layer.send(channel, reply))
+        except Exception as exc:  # the poster times out and answers 503
+            logger.warning("sse: replying to a relayed frame failed: %r", exc)
 
 
 _relays: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Relay] = weakref.WeakKeyDictionary()
@@ -608,9 +667,14 @@ async def post_frame(scope: dict[str, Any], receive: Any, send: Any, connection:
     """``POST /sse/<connection>/``: one client frame (its JSON text, as on ``/ws/``) for the
     stream ``connection``; the answer (ack, error) comes on that stream.
 
-    Answers 202 (handed over), 401 (a refused token), 403 (CSRF, or not the connection's
-    user), 404 (no such connection), 429 (``MAX_QUEUED_FRAMES`` frames already wait), 503
-    (the channel layer failed relaying it to the process holding the connection).
+    Answers 202 (handed to the connection: an ``ack`` or ``error`` for it, or the stream's
+    ``close``, follows on the stream), 401 (a refused token), 403 (CSRF, or not the
+    connection's user), 404 (no such connection, or it has ended), 429
+    (``MAX_QUEUED_FRAMES`` frames already wait), 503 (relaying it to the process holding
+    the connection failed, or that process did not reply within ``RELAY_REPLY_SECONDS``:
+    it may have been handed over; resend it as after a reconnect). Nothing is accepted and
+    then dropped: a frame for a connection on another process is answered with the status
+    that process gave it.
     """
     body = await _read_body(receive, rt_settings().MAX_FRAME_BYTES + 1)
     if body is None:
@@ -626,17 +690,18 @@ async def post_frame(scope: dict[str, Any], receive: Any, send: Any, connection:
         return await _answer(send, 403, "forbidden", "not this connection's user")
     if not channel or channel == relay_channel():
         local = _connections.get(key)
-        if local is None:
-            return await _answer(send, 404, "not_found", "no such connection")
-        if not local.post(body):
-            return await _answer(send, 429, "rate_limited", "too many frames waiting; retry")
-        return await _answer(send, 202)
-    message = {"type": POST_MESSAGE_TYPE, "key": key, "user": owner, "body": body}
-    layer = get_channel_layer()
-    try:
-        assert layer is not None
-        await layer_call(lambda: layer.send(channel, message))
-    except Exception as exc:
-        logger.warning("sse: relaying a frame failed: %r", exc)
-        return await _answer(send, 503, "unavailable", "the channel layer is unavailable; retry")
+        status = 404 if local is None else local.post(body)
+    else:
+        await ensure_relay()
+        relay = _relay()
+        try:
+            assert relay is not None, "a relayed connection id needs a channel layer"
+            status = await relay.relay(channel, key, owner, body)
+        except Exception as exc:
+            logger.warning("sse: relaying a frame failed: %r", exc)
+            return await _answer(send, 503, "unavailable", "the frame could not be relayed; retry")
+    if status == 404:
+        return await _answer(send, 404, "not_found", "no such connection (or it has ended)")
+    if status == 429:
+        return await _answer(send, 429, "rate_limited", "too many frames waiting; retry")
     await _answer(send, 202)
