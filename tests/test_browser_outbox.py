@@ -481,6 +481,9 @@ def test_a_server_back_is_reached_within_5_s(new_page: Callable[[], Page], serve
             const client = window.__townsquareClient;
             client.realUrl = client.url;
             client.url = client.url + "chat/room/999999999/";
+            // Unreachable by the SSE fallback too (a 404 there).
+            client.realSseUrl = client.sseUrl;
+            client.sseUrl = client.sseUrl + "999999999/nowhere/";
             Math.random = () => 0.999;  // the longest delay every time
             client.socket.close();
         }"""
@@ -488,7 +491,13 @@ def test_a_server_back_is_reached_within_5_s(new_page: Callable[[], Page], serve
     # Attempts at +0.5, +1, +2, +4 s: the next delay is the cap.
     alice.wait_for_function("() => window.__townsquareClient._attempt >= 5", timeout=15_000)
     started = time.monotonic()
-    alice.evaluate("window.__townsquareClient.url = window.__townsquareClient.realUrl")
+    alice.evaluate(
+        """() => {
+            const client = window.__townsquareClient;
+            client.url = client.realUrl;
+            client.sseUrl = client.realSseUrl;
+        }"""
+    )
     expect(alice.locator("#connection-state")).to_have_attribute(
         "data-state", "open", timeout=6_000
     )
