@@ -13,7 +13,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Origin, Subprotocol
 
+from realtime.tests.test_sse import sse
 from tests.conftest import DEMO_PASSWORD
 from tests.nginx import ACCESS_LOG, run_nginx
 from tests.pg import scratch_postgres, scratch_redis
@@ -322,3 +323,163 @@ async def test_the_dashboard_adds_up_sockets_of_both_backends(deployment: Deploy
         for ws in others:
             await ws.close()
         await dash.close()
+
+
+# --- Server-Sent Events (/sse/) ----------------------------------------------------------------
+
+
+def bearer(access: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {access}"}
+
+
+def lobby_id(base: str, access: str) -> int:
+    rooms = httpx.get(f"{base}/api/rooms/", headers=bearer(access), timeout=10).json()
+    return int(next(r["id"] for r in rooms if r["name"] == "lobby"))
+
+
+async def test_sse_through_nginx_streams_live_and_posts_are_answered(
+    deployment: Deployment,
+) -> None:
+    mug = item_id(deployment.http, "Ceramic mug")
+    dave = token(deployment.http, "dave")
+    async with sse(deployment.http, f"stream=shop:item:{mug}", headers=bearer(dave)) as (
+        client,
+        records,
+        post,
+    ):
+        await records.until(lambda f: f.get("ref") == f"shop:item:{mug}")
+        await records.until(lambda f: f.get("event") == "shop.stock")  # the snapshot
+        bought = await client.post(
+            f"/api/items/{mug}/purchase/", json={"quantity": 1}, headers=bearer(dave)
+        )
+        assert bought.status_code == 201, bought.text
+        # Not held in a proxy buffer: the event comes well before the first heartbeat
+        # (15 s), which is all a buffer would have waited for.
+        sent = time.monotonic()
+        live, _ = await records.until(lambda f: f.get("event") == "shop.stock", timeout=15)
+        assert time.monotonic() - sent < 5
+        assert live["data"]["quantity"] == bought.json()["remaining"]
+        # POSTs through nginx (least_conn sends them to the backend the stream is not on:
+        # relayed) are answered on the stream, in order.
+        for ref in range(3):
+            frame = orjson.dumps({"type": "ping", "ref": ref})
+            answer = await client.post(post, content=frame, headers=bearer(dave))
+            assert answer.status_code == 202, answer.text
+        pongs = [(await records.until(lambda f: f["type"] == "pong"))[0]["ref"] for _ in range(3)]
+        assert pongs == [0, 1, 2]
+    log = deployment.access_log()
+    assert re.search(r'"GET /sse/ HTTP/1\.1" 200 ', log), log
+    assert re.search(r'"POST /sse/[^ ]+/ HTTP/1\.1" 202 ', log), log
+
+
+async def _curl_records(process: asyncio.subprocess.Process) -> AsyncIterator[dict[str, str]]:
+    """The SSE records ``curl -N`` prints, parsed as ``Records.next`` does."""
+    assert process.stdout is not None
+    fields: dict[str, str] = {}
+    async for raw in process.stdout:
+        line = raw.decode().rstrip("\n")
+        if not line:
+            if fields:
+                yield fields
+            fields = {}
+            continue
+        name, _, value = line.partition(":")
+        fields[name or "comment"] = value[1:] if value.startswith(" ") else value
+
+
+async def curl_frames(
+    url: str, *headers: str, until: Any, timeout: float = 15
+) -> list[tuple[dict[str, Any], str | None]]:
+    """Run ``curl -sN url`` (with ``-H`` headers) until ``until(frames so far)`` holds; the
+    frames it printed with their ``id:`` (heartbeats and ``event:`` records left out)."""
+    args = [arg for header in headers for arg in ("-H", header)]
+    process = await asyncio.create_subprocess_exec(
+        "curl", "-sN", *args, url, stdout=asyncio.subprocess.PIPE
+    )
+    frames: list[tuple[dict[str, Any], str | None]] = []
+    try:
+        async with asyncio.timeout(timeout):
+            async for rec in _curl_records(process):
+                if "data" in rec and "event" not in rec:
+                    frames.append((orjson.loads(rec["data"]), rec.get("id")))
+                    if until(frames):
+                        return frames
+        raise AssertionError(f"curl ended first: {frames}")
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
+
+
+async def test_curl_n_shows_stock_live_and_resumes_with_last_event_id(
+    deployment: Deployment,
+) -> None:
+    # What docs/protocol.md ("Server-Sent Events") shows with curl -N, through nginx.
+    base = deployment.http
+    mug = item_id(base, "Ceramic mug")
+    carol = token(base, "carol")
+    lobby = lobby_id(base, carol)
+    room, item = f"chat:room:{lobby}", f"shop:item:{mug}"
+
+    def buy() -> int:
+        bought = httpx.post(
+            f"{base}/api/items/{mug}/purchase/",
+            json={"quantity": 1},
+            headers=bearer(token(base, "dave")),
+            timeout=10,
+        )
+        assert bought.status_code == 201, bought.text
+        return int(bought.json()["remaining"])
+
+    def say(text: str) -> int:
+        sent = httpx.post(
+            f"{base}/api/rooms/{lobby}/messages/",
+            json={"text": text},
+            headers=bearer(carol),
+            timeout=10,
+        )
+        assert sent.status_code == 201, sent.text
+        return int(sent.json()["offset"])
+
+    def stock(frames: list[tuple[dict[str, Any], str | None]]) -> list[int]:
+        return [f["data"]["quantity"] for f, _ in frames if f.get("event") == "shop.stock"]
+
+    # Anonymous, the item's stream alone: the snapshot, then each change as it happens.
+    changes: list[int] = []
+    url = f"{base}/sse/?stream={item}"
+
+    def seen_change(frames: list[tuple[dict[str, Any], str | None]]) -> bool:
+        if len(stock(frames)) == 1 and not changes:
+            changes.append(buy())  # published while curl is connected
+        return len(stock(frames)) == 2
+
+    frames = await curl_frames(url, until=seen_change)
+    assert stock(frames) == [changes[0] + 1, changes[0]]
+    # shop:item is a snapshot stream: its frames carry no cursor (no id: at all).
+    assert all(id_ is None for _, id_ in frames)
+    # With a durable stream beside it, each id: is the cursor of the durable one only.
+    said: list[int] = []
+
+    def seen_message(frames: list[tuple[dict[str, Any], str | None]]) -> bool:
+        if len([f for f, _ in frames if f["type"] == "ack"]) == 2 and not said:
+            said.append(say(f"curl {uuid.uuid4()}"))
+        return any(f.get("offset") == said[0] for f, _ in frames if said)
+
+    url = f"{base}/sse/?stream={item}&stream={room}"
+    frames = await curl_frames(url, f"Authorization: Bearer {carol}", until=seen_message)
+    last_id = frames[-1][1]
+    assert last_id == f"{room}@{said[0]}"
+    # Away: the stock changes and a message is sent. Resuming with Last-Event-ID replays the
+    # room from its cursor; the item gets a fresh snapshot (its current quantity) instead of
+    # the changes missed.
+    missed, now = say(f"missed {uuid.uuid4()}"), buy()
+    frames = await curl_frames(
+        url,
+        f"Authorization: Bearer {carol}",
+        f"Last-Event-ID: {last_id}",
+        until=lambda frames: stock(frames) and any(f.get("offset") == missed for f, _ in frames),
+    )
+    acks = {f["stream"]: f for f, _ in frames if f["type"] == "ack"}
+    assert acks[room]["replayed"] == 1 and acks[item]["replayed"] == 0
+    assert [f["offset"] for f, _ in frames if f.get("event") == "chat.message"] == [missed]
+    assert stock(frames) == [now]
