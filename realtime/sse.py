@@ -35,6 +35,8 @@ import io
 import logging
 import re
 import secrets
+import signal
+import threading
 import weakref
 from collections import deque
 from typing import Any
@@ -84,6 +86,8 @@ RELAY_REPLY_SECONDS = 5.0
 ID_SALT = "realtime.sse.connection"
 #: The WebSocket close code a vanished HTTP client is reported with (1001 going away).
 GONE = 1001
+#: The close code of streams ended because the server stops (as uvicorn closes sockets).
+SERVICE_RESTART = 1012
 
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -395,6 +399,58 @@ class SSEConnection:
         return False
 
 
+# --- the server stopping ---------------------------------------------------------------------
+
+#: Tasks closing streams at shutdown (kept referenced until done).
+_closing: set[asyncio.Task[None]] = set()
+
+
+def close_all(code: int = SERVICE_RESTART, reason: str = "the server is restarting") -> int:
+    """Close every stream of this process as its consumer closes a socket: an ``event:
+    close`` record with ``code``, then the end of the response. Returns how many."""
+    loop = asyncio.get_running_loop()
+    connections = [c for c in _connections.values() if c.consumer.accepted and not c.finished]
+    for connection in connections:
+        task = loop.create_task(connection.consumer.close(code, reason))
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+    return len(connections)
+
+
+def hook_shutdown() -> None:
+    """Close this process's streams with 1012 when it is told to stop (SIGTERM, SIGINT).
+
+    uvicorn closes its WebSockets (1012) when it shuts down, but it waits for an HTTP
+    response still being written without telling the application ("Waiting for connections
+    to close"): an open ``/sse/`` stream would keep a stopping worker alive for as long as
+    its client stays. So the handler the server installed is wrapped: ours schedules
+    ``close_all`` on this loop, then calls the server's. Only where signal handlers can be
+    set (the main thread); idempotent.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if previous in (signal.SIG_IGN, None) or getattr(previous, "closes_sse", False):
+            continue
+        signal.signal(signum, _shutdown_handler(loop, previous))
+
+
+def _shutdown_handler(loop: asyncio.AbstractEventLoop, previous: Any) -> Any:
+    def handler(signum: int, frame: Any) -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(close_all)
+        if callable(previous):
+            previous(signum, frame)
+        else:  # SIG_DFL: what the signal did before
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    handler.closes_sse = True  # type: ignore[attr-defined]
+    return handler
+
+
 def heartbeat_seconds() -> float:
     """``SSE_HEARTBEAT_SECONDS`` (``TOWNSQUARE_REALTIME``, env ``RT_SSE_HEARTBEAT_SECONDS``)."""
     return float(getattr(rt_settings(), "SSE_HEARTBEAT_SECONDS", 15.0))
@@ -452,6 +508,7 @@ class SSEMiddleware:
         except CursorError as exc:
             return await _answer(send, 400, "invalid", str(exc))
         await ensure_relay()
+        hook_shutdown()
         await SSEConnection(scope, receive, send, initial).run()
 
 
