@@ -205,7 +205,9 @@ class SseSocket {
     this._source.onerror = () => this._end(1006, "the event stream failed");
   }
 
-  /** POST one frame after those already posted; a POST that fails ends the connection. */
+  /** POST one frame after those already posted. A POST that fails, or is refused (even
+   * after 5 tries over `429`), ends the connection: the client reconnects and sends again
+   * what is unanswered (subscribes, the outbox), so no frame is lost without a trace. */
   send(text) {
     if (this.readyState !== OPEN) throw new Error("the event stream is not open");
     const headers = { "Content-Type": "application/json" };
@@ -233,6 +235,7 @@ class SseSocket {
         // Frames wait on the server: wait as a socket's sender would, then again.
         await new Promise((resolve) => setTimeout(resolve, 1000));
       }
+      if (this.readyState === OPEN) this._end(1006, "a POST was refused 429 five times");
     };
     this._queue = this._queue.then(post);
   }
