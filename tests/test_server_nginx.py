@@ -367,6 +367,8 @@ async def test_sse_through_nginx_streams_live_and_posts_are_answered(
             assert answer.status_code == 202, answer.text
         pongs = [(await records.until(lambda f: f["type"] == "pong"))[0]["ref"] for _ in range(3)]
         assert pongs == [0, 1, 2]
+    # nginx writes the stream's line when its connection ends.
+    await eventually(lambda: '"GET /sse/ ' in deployment.access_log(), "the stream's log line")
     log = deployment.access_log()
     assert re.search(r'"GET /sse/ HTTP/1\.1" 200 ', log), log
     assert re.search(r'"POST /sse/[^ ]+/ HTTP/1\.1" 202 ', log), log
