@@ -87,6 +87,10 @@ class Message(models.Model):
     edited_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
 
+    #: ``{emoji: [user id]}`` when a list selector attached the reactions
+    #: (``selectors.message_reactions`` reads it); absent otherwise.
+    reaction_map: dict[str, list[int]]
+
     #: Set on a ``Message`` that ``message_create_many`` returns for a repeated ``client_id``:
     #: the message stored by the first send (nothing new was stored or published).
     duplicate = False

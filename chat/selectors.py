@@ -140,17 +140,46 @@ def message_queryset() -> QuerySet[Message]:
     return Message.objects.select_related("author").prefetch_related(reactions_prefetch())
 
 
-def message_list_after(*, room_id: int, since: int, limit: int) -> list[Message]:
-    """Messages of a room with ``offset > since``, oldest first, at most ``limit``."""
-    return list(
-        message_queryset().filter(room_id=room_id, offset__gt=since).order_by("offset")[:limit]
+def _with_reactions(room_id: int, messages: list[Message]) -> list[Message]:
+    """Attach their reactions to ``messages`` (one room's, oldest first) for
+    ``message_reactions``, in one query over the offset range they span.
+
+    Replays list up to ``REPLAY_MAX`` messages: ``prefetch_related`` would build a model
+    instance and a filtered queryset per message (it doubled a 1,000-row replay's time);
+    plain rows grouped here cost next to nothing, and a room without reactions pays one
+    empty indexed lookup.
+    """
+    if not messages:
+        return messages
+    rows = (
+        Reaction.objects.filter(
+            message__room_id=room_id,
+            message__offset__gte=messages[0].offset,
+            message__offset__lte=messages[-1].offset,
+        )
+        .order_by("created_at", "pk")
+        .values_list("message_id", "emoji", "user_id")
     )
+    grouped: dict[int, dict[str, list[int]]] = {}
+    for message_id, emoji, user_id in rows:
+        grouped.setdefault(message_id, {}).setdefault(emoji, []).append(user_id)
+    for message in messages:
+        message.reaction_map = grouped.get(message.pk, {})
+    return messages
+
+
+def message_list_after(*, room_id: int, since: int, limit: int) -> list[Message]:
+    """Messages of a room with ``offset > since``, oldest first, at most ``limit``, with
+    their reactions (two queries)."""
+    messages = Message.objects.select_related("author").filter(room_id=room_id, offset__gt=since)
+    return _with_reactions(room_id, list(messages.order_by("offset")[:limit]))
 
 
 def message_list_latest(*, room_id: int, limit: int) -> list[Message]:
-    """The newest ``limit`` messages of a room, oldest first (for a page's history)."""
-    newest = message_queryset().filter(room_id=room_id).order_by("-offset")[:limit]
-    return list(reversed(newest))
+    """The newest ``limit`` messages of a room, oldest first (for a page's history), with
+    their reactions (two queries)."""
+    newest = Message.objects.select_related("author").filter(room_id=room_id)
+    return _with_reactions(room_id, list(reversed(newest.order_by("-offset")[:limit])))
 
 
 def change_list_after(*, room_id: int, since: int, limit: int) -> list[MessageChange]:
@@ -165,8 +194,12 @@ def message_reactions(message: Message) -> dict[str, list[int]]:
     """A message's reactions now: ``{emoji: [user id, …]}``, emojis in the order of their
     first reaction, users in the order they reacted; ``{}`` for a deleted message.
 
-    Reads the prefetched reactions (``message_queryset``) when there are; else one query.
+    Reads the reactions attached by the list selectors or prefetched (``message_queryset``)
+    when there are; else one query.
     """
+    attached = message.__dict__.get("reaction_map")
+    if attached is not None:
+        return attached
     cache = getattr(message, "_prefetched_objects_cache", {})
     rows = (
         cache["reactions"]
