@@ -6,7 +6,9 @@
   ``chat.member_left`` and, in a private room, the end of their live subscription. A room's
   privacy is chosen at creation and read-only afterwards: making a public room private would
   leave every non-member's open subscription running (nothing can revoke a subscription of
-  someone who was never a member). Renaming follows the name rule. Deleting a room
+  someone who was never a member). Its moderators (who may delete any of its messages) are
+  set through ``room_moderators_set``; a room's creator is its first. Renaming follows the
+  name rule. Deleting a room
   (``room_delete``) deletes its whole stream, messages included, and ends its members'
   subscriptions. ``last_offset`` is never written here: saving a room writes the edited
   fields only, so a message sent while the page was open keeps its offset.
@@ -51,7 +53,7 @@ class RoomForm(forms.ModelForm[Room]):
 
     class Meta:
         model = Room
-        fields = ["name", "is_private", "members"]
+        fields = ["name", "is_private", "members", "moderators"]
 
     def clean_name(self) -> str:
         """The name rule and case-insensitive uniqueness, for a changed name only (rooms
@@ -76,8 +78,16 @@ class RoomAdmin(ServiceWritesAdmin[Room]):
     list_filter = ["is_private"]
     list_select_related = ["created_by"]
     search_fields = ["name"]
-    filter_horizontal = ["members"]
-    fields = ["name", "is_private", "members", "last_offset", "created_by", "created_at"]
+    filter_horizontal = ["members", "moderators"]
+    fields = [
+        "name",
+        "is_private",
+        "members",
+        "moderators",
+        "last_offset",
+        "created_by",
+        "created_at",
+    ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Room | None = None) -> list[str]:
         """Offsets and history always; privacy once the room exists."""
@@ -88,7 +98,7 @@ class RoomAdmin(ServiceWritesAdmin[Room]):
         self, db_field: models.ManyToManyField[Any, Any], request: HttpRequest, **kwargs: Any
     ) -> forms.ModelMultipleChoiceField[Any] | None:
         """Members are chosen among real accounts: not ``[deleted]``."""
-        if db_field.name == "members":
+        if db_field.name in ("members", "moderators"):
             kwargs["queryset"] = User.objects.exclude(username=DELETED_USERNAME)
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
@@ -114,7 +124,12 @@ class RoomAdmin(ServiceWritesAdmin[Room]):
         """Called after ``save_model``: the member list through ``room_members_set`` (not
         the form's ``members.set()``, which would publish nothing)."""
         members = form.cleaned_data.pop("members", None)
+        moderators = form.cleaned_data.pop("moderators", None)
         super().save_related(request, form, formsets, change)
+        if moderators is not None:
+            services.room_moderators_set(
+                room_id=form.instance.pk, user_ids=[u.pk for u in moderators], by=_staff(request)
+            )
         if members is not None:
             services.room_members_set(
                 room_id=form.instance.pk, user_ids=[u.pk for u in members], by=_staff(request)

@@ -457,6 +457,8 @@ def room_create(
             if Room.objects.filter(name__iexact=name).exists():
                 raise taken
             room = Room.objects.create(name=name, is_private=is_private, created_by=user)
+            # Whoever opens a room may keep it tidy: its first moderator (message_delete).
+            room.moderators.add(user)
     except IntegrityError as exc:  # the same name, created concurrently
         raise taken from exc
     return room
@@ -561,6 +563,22 @@ def room_members_set(*, room_id: int, user_ids: Sequence[int], by: User | None) 
         room_members_change(
             room_id=room_id, add=sorted(wanted - current), remove=sorted(current - wanted), by=by
         )
+
+
+def room_moderators_set(*, room_id: int, user_ids: Sequence[int], by: User | None) -> None:
+    """Make ``user_ids`` exactly the room's moderators: who may delete any of its messages
+    besides their authors and staff (``message_delete``). Nothing is published: moderation
+    shows only as the Delete a room page offers, decided when the page is rendered.
+
+    ``by`` is the operator (kept for symmetry with the members' service; the admin is the
+    only caller and admits staff only).
+
+    Raises:
+        Room.DoesNotExist: no such room.
+    """
+    with transaction.atomic():
+        room = Room.objects.select_for_update().get(pk=room_id)
+        room.moderators.set(user_ids)
 
 
 def room_member_remove(*, room_id: int, user: User, by: User | None) -> bool:

@@ -330,3 +330,34 @@ def test_member_services_are_staff_only_and_idempotent(demo: Demo) -> None:
         for call in publish_many.call_args_list
     ]
     assert events == [[("chat.member_joined", "carol")], [("chat.member_left", "carol")]]
+
+
+def test_moderators_chosen_in_the_admin_may_delete_others_messages(
+    demo: Demo, admin_client: Client
+) -> None:
+    from django.core.exceptions import PermissionDenied
+
+    from chat.services import message_delete
+
+    response = admin_client.post(
+        f"/admin/chat/room/{demo.lobby.pk}/change/",
+        room_form(demo.lobby, [], moderators=[demo.carol.pk]),
+    )
+    assert response.status_code == 302, response.content.decode()[-2000:]
+    assert list(demo.lobby.moderators.values_list("username", flat=True)) == ["carol"]
+    page = admin_client.get(f"/admin/chat/room/{demo.lobby.pk}/change/").content.decode()
+    assert 'name="moderators"' in page
+    assert DELETED_USERNAME not in page
+    bobs = message_create(user=demo.bob, room_id=demo.lobby.pk, text="off topic")
+    with pytest.raises(PermissionDenied):
+        message_delete(user=demo.dave, message_id=bobs.pk)
+    message_delete(user=demo.carol, message_id=bobs.pk)
+    bobs.refresh_from_db()
+    assert (bobs.text, bobs.deleted_at is not None) == ("", True)
+
+
+def test_a_rooms_creator_is_its_first_moderator(demo: Demo) -> None:
+    from chat.services import room_create
+
+    room = room_create(user=demo.bob, name="bobs-corner")
+    assert list(room.moderators.values_list("username", flat=True)) == ["bob"]
