@@ -140,7 +140,7 @@ def test_fit_costs_recovers_the_costs_it_was_built_from() -> None:
     costs = sizing.fit_costs(
         one_small=_measured(1, 5, 300 + 80 + 5 * 20, 35),
         one_large=_measured(1, 50, 300 + 80 + 50 * 20, 35),
-        two_large=_measured(2, 50, 300 + 2 * 80 + 50 * 20, 40),
+        two_small=_measured(2, 5, 300 + 2 * 80 + 5 * 20, 40),
         opens={"sockets": 400, "open_server_cpu_s": 2.0, "rss_per_socket_kib": 27.5},
         pool_max=10,
     )
