@@ -916,6 +916,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rooms", type=int, default=1000, help="with --predict")
     parser.add_argument("--room-size", type=int, default=100, help="with --predict")
+    parser.add_argument(
+        "--session-s",
+        type=float,
+        default=1800.0,
+        help="with --predict: how long a socket stays open on average (opens = sockets ÷ it)",
+    )
     parser.add_argument("--costs", default="", help="a sizing-*.json to take the costs from")
     parser.add_argument(
         "--wait-quiet",
@@ -937,7 +943,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.predict:
-        path = Path(args.costs) if args.costs else newest_results()
+        path = Path(args.costs).resolve() if args.costs else newest_results()
         costs = Costs.from_dict(json.loads(path.read_text())["costs"]) if path else Costs()
         print(f"costs: {path.relative_to(ROOT) if path else 'defaults (no results file)'}")
         print_costs(costs)
@@ -948,6 +954,7 @@ def main(argv: list[str] | None = None) -> int:
             rooms=args.rooms,
             room_size=args.room_size,
             costs=costs,
+            session_s=args.session_s,
         )
         print("\n".join(plan.lines()))
         return 0
