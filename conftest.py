@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -33,3 +34,24 @@ def _validate_events(settings: Any) -> None:
     # (realtime.events): an undeclared event or a wrong shape raises InvalidEvent in the test
     # that published it. Server processes get TOWNSQUARE_VALIDATE_EVENTS=1 (tests/server.py).
     settings.TOWNSQUARE_VALIDATE_EVENTS = True
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (./test), hand out the files that start servers or browsers first.
+
+    ``--dist loadfile`` gives each process a whole file at a time, in collection order; the
+    long files (tens of seconds, up to minutes) started last would leave the other processes
+    idle at the end, while the many short in-process tests fill the gaps well. The order
+    within a file, and among each kind, stays as collected (pytest-django's included).
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    heavy = {
+        str(item.path)
+        for item in items
+        if item.get_closest_marker("server")
+        or item.get_closest_marker("browser")
+        or any(name.endswith("server") for name in getattr(item, "fixturenames", ()))
+    }
+    items.sort(key=lambda item: str(item.path) not in heavy)

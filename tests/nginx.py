@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.server import ROOT, free_port
+from tests.server import ROOT, free_port, lost_the_port
 from tests.services import need, port_open
 
 CONF = ROOT / "deploy" / "nginx.conf"
@@ -74,38 +74,49 @@ def run_nginx(tmpdir: Path, upstream_ports: Sequence[int]) -> Iterator[int]:
     need(binary is not None, "nginx not installed (apt-get install nginx)")
     assert binary is not None
     tmpdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     conf = tmpdir / "nginx.conf"
-    conf.write_text(render(CONF.read_text(), upstream_ports, port))
     error_log = tmpdir / ERROR_LOG
     # -e: the error log before the configuration is read (the built-in default is a system
     # path that an unprivileged process may not open).
     args = [binary, "-p", f"{tmpdir}/", "-c", str(conf), "-e", str(error_log)]
-    check = subprocess.run([*args, "-t"], capture_output=True, text=True, timeout=30)
-    if check.returncode != 0:
-        raise RuntimeError(f"nginx rejected the configuration:\n{check.stderr}")
-    process = subprocess.Popen(
-        args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
+    # Started again on another port when another process bound the picked one first.
+    for attempt in range(3):
+        port = free_port()
+        conf.write_text(render(CONF.read_text(), upstream_ports, port))
+        check = subprocess.run([*args, "-t"], capture_output=True, text=True, timeout=30)
+        if check.returncode != 0:
+            raise RuntimeError(f"nginx rejected the configuration:\n{check.stderr}")
+        process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 15
         while not port_open("127.0.0.1", port):
             if process.poll() is not None:
+                if attempt < 2 and lost_the_port(_read(error_log)):
+                    break
                 raise RuntimeError(f"nginx exited early:\n{_read(error_log)}")
             if time.monotonic() > deadline:
+                _stop(process)
                 raise RuntimeError(f"nginx did not listen in 15 s:\n{_read(error_log)}")
             time.sleep(0.05)
+        else:
+            break
+    try:
         yield port
     finally:
-        # SIGTERM is nginx's fast shutdown: the master closes its workers' connections (open
-        # WebSockets included) and exits; SIGQUIT would wait for every socket to close.
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    # SIGTERM is nginx's fast shutdown: the master closes its workers' connections (open
+    # WebSockets included) and exits; SIGQUIT would wait for every socket to close.
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _read(path: Path) -> str:

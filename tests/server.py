@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -26,10 +27,53 @@ SECRET_KEY = "integration-test-secret-key-not-for-production-0123456789abcdef"
 INVALID_EVENT_LINE = "event=invalid_event"
 
 
+def _port_pool() -> range:
+    """The ports ``free_port`` hands out in this process.
+
+    Below the kernel's ephemeral range (``ip_local_port_range``, 32768-60999 by default), so
+    no outgoing connection of any test takes one between the pick and the server's bind; and
+    under pytest-xdist (``PYTEST_XDIST_WORKER=gw<n>``) a slice of 1,000 per worker, so two
+    workers never pick the same one.
+    """
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    low, high = 15000, max(ephemeral_low, 16000)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and high - low >= 2000:
+        start = low + int(worker[2:]) % ((high - low) // 1000) * 1000
+        return range(start, start + 1000)
+    return range(low, high)
+
+
+_NEXT_PORT: list[int] = []
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port of 127.0.0.1 that nothing is bound to now (see ``_port_pool``).
+
+    Ports are handed out in turn from a random start, so a process does not pick again a port
+    it gave out shortly before, even when that one's server has not bound it yet.
+    """
+    pool = _port_pool()
+    if not _NEXT_PORT:
+        _NEXT_PORT.append(random.randrange(len(pool)))
+    for _ in range(len(pool)):
+        port = pool[_NEXT_PORT[0]]
+        _NEXT_PORT[0] = (_NEXT_PORT[0] + 1) % len(pool)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {pool}")
+
+
+def lost_the_port(log: str) -> bool:
+    """Whether a server's log says another process had bound its port first (EADDRINUSE)."""
+    return "address already in use" in log.lower()
 
 
 @dataclass
@@ -164,6 +208,8 @@ def server_env(workdir: Path, **extra: str) -> dict[str, str]:
     env.update(
         {
             "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            # The test settings with a fast password hasher (tests/server_settings.py).
+            "DJANGO_SETTINGS_MODULE": "tests.server_settings",
             "SECRET_KEY": SECRET_KEY,
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "DEBUG": "0",
@@ -183,6 +229,15 @@ def server_env(workdir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @contextmanager
 def run_server(
     workdir: Path, *, extra_args: tuple[str, ...] = (), prepare: bool = True, **env_extra: str
@@ -195,28 +250,32 @@ def run_server(
     suite would otherwise pay for every server it starts.
     """
     env = server_env(workdir, **env_extra)
-    port = free_port()
-    log_path = workdir / f"server-{port}.log"
     if prepare:
         _prepare(env, workdir)
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(port), *extra_args],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(port=port, env=env, log_path=log_path, process=process)
+    # The port is picked after the slow preparation, right before the server binds it; a
+    # server that lost it anyway (another process bound it first) is started on another.
+    for attempt in range(3):
+        port = free_port()
+        log_path = workdir / f"server-{port}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "manage.py", "serve", "--port", str(port), *extra_args],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        server = Server(port=port, env=env, log_path=log_path, process=process)
+        try:
+            wait_serving(f"{server.http}/accounts/login/", process, server.log)
+            break
+        except RuntimeError:
+            _stop(process)
+            if attempt == 2 or not lost_the_port(server.log()):
+                raise
     try:
-        wait_serving(f"{server.http}/accounts/login/", process, server.log)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
     refused = [line for line in server.log().splitlines() if INVALID_EVENT_LINE in line]
     assert not refused, "the server refused undeclared or malformed events:\n" + "\n".join(refused)

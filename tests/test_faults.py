@@ -713,6 +713,7 @@ async def open_slow_reader(server: Server, token: str) -> ClientConnection:
     )
 
 
+@pytest.mark.serial  # its ping p99 bound: run alone (./test)
 async def test_a_client_that_never_reads_is_cut_off_and_recovers(tmp_path: Path) -> None:
     with run_server(
         tmp_path,
@@ -899,6 +900,7 @@ def stored_in_database(database_url: str, room: int, after: int) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
+@pytest.mark.serial  # every answer within ANSWER_BOUND: run alone (./test)
 @pytest.mark.parametrize("channel_layer", ["pubsub", "core"])
 async def test_a_hung_redis_answers_within_bounds_and_loses_no_message(
     tmp_path: Path, channel_layer: str
