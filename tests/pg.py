@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -45,6 +47,63 @@ def scratch_postgres() -> Iterator[str]:
         )
         admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
         admin.close()
+
+
+def create_template() -> str:
+    """Create a database for ``copy_of_template`` to copy (``townsquare_test_…``); return its
+    URL. Dropped when this process exits; the caller fills it, then leaves it unconnected."""
+    admin, user = _admin_connection()
+    name = f"townsquare_test_tpl_{uuid.uuid4().hex[:12]}"
+    try:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        admin.close()
+    atexit.register(_drop, name)
+    return f"postgres://{user}@{PG_HOST}:{PG_PORT}/{name}"
+
+
+def _drop(name: str) -> None:
+    try:
+        admin, _ = _admin_connection()
+    except RuntimeError:
+        return
+    with contextlib.closing(admin):
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def copy_of_template(database_url: str, template_url: str) -> bool:
+    """Make the scratch database at ``database_url`` a copy of the one at ``template_url``
+    (dropped and created again under its name, ``CREATE DATABASE … TEMPLATE``: a fraction of a
+    second, where migrating and loading the demo data costs two Django start-ups).
+
+    Returns False, and leaves the database empty, when it is not an empty scratch database
+    (``townsquare_test_…`` without a table) or cannot be copied now (a connection to either).
+    """
+    name = database_url.rsplit("/", 1)[1]
+    template = template_url.rsplit("/", 1)[1]
+    if not name.startswith("townsquare_test_"):
+        return False
+    admin, user = _admin_connection()
+    with contextlib.closing(admin):
+        try:
+            with psycopg.connect(
+                host=PG_HOST, port=PG_PORT, user=user, dbname=name, autocommit=True
+            ) as db:
+                row = db.execute(
+                    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE n.nspname = 'public'"
+                ).fetchone()
+            if row is None or row[0] != 0:
+                return False
+            admin.execute(f'DROP DATABASE "{name}"')
+        except psycopg.Error:
+            return False
+        try:
+            admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            return True
+        except psycopg.Error:
+            admin.execute(f'CREATE DATABASE "{name}"')
+            return False
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from tests.pg import scratch_postgres
+from tests.pg import copy_of_template, create_template, scratch_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET_KEY = "integration-test-secret-key-not-for-production-0123456789abcdef"
@@ -178,6 +178,24 @@ def _manage(env: dict[str, str], *args: str) -> None:
     )
 
 
+_PG_TEMPLATES: dict[str, str] = {}
+
+
+def _copy_postgres_template(env: dict[str, str]) -> bool:
+    """Fill a fresh scratch PostgreSQL database (``tests.pg.scratch_postgres``) with a copy
+    of one migrated and demo-loaded once per process and settings module; False when it is
+    not such a database (then it is migrated and loaded as any other)."""
+    key = env.get("DJANGO_SETTINGS_MODULE", "")
+    if key not in _PG_TEMPLATES:
+        template = create_template()
+        template_env = {**env, "DATABASE_URL": template}
+        template_env.pop("REDIS_URL", None)
+        _manage(template_env, "migrate", "--noinput", "-v", "0")
+        _manage(template_env, "demo")
+        _PG_TEMPLATES[key] = template
+    return copy_of_template(env["DATABASE_URL"], _PG_TEMPLATES[key])
+
+
 def _prepare(env: dict[str, str], workdir: Path) -> None:
     """Migrate and load the demo data into ``env``'s database, and collect static files
     into its ``STATIC_ROOT``, reusing what this process prepared before where it can."""
@@ -188,7 +206,10 @@ def _prepare(env: dict[str, str], workdir: Path) -> None:
         _manage(env, "collectstatic", "--noinput", "-v", "0")
         _PREPARED["static"] = Path(shared_static)
     database = workdir / "db.sqlite3"
-    if env["DATABASE_URL"] != f"sqlite:///{database}" or database.exists():
+    url = env["DATABASE_URL"]
+    if url.startswith("postgres") and _copy_postgres_template(env):
+        return
+    if url != f"sqlite:///{database}" or database.exists():
         _manage(env, "migrate", "--noinput", "-v", "0")
         _manage(env, "demo")
         return
