@@ -1,7 +1,7 @@
 """The sizing model: measured per-unit costs, the arithmetic that turns them into a plan, and a
 run that checks the arithmetic against 1, 2 and 4 worker processes over 1 and 2 Redis shards.
 
-    .venv/bin/python bench/sizing.py            # measure + validate, 3 repeats: about 10 minutes
+    .venv/bin/python bench/sizing.py            # measure + validate, 3 repeats: 10–15 minutes
     .venv/bin/python bench/sizing.py --quick    # 1 repeat, shorter: under 5 minutes
     .venv/bin/python bench/sizing.py --predict 100000 5000 --rooms 1000 --room-size 100
                                                 # the model alone, from the newest results file
