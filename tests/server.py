@@ -250,6 +250,24 @@ def server_env(workdir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _wait_workers(server: Server, extra_args: tuple[str, ...], timeout: float = 30) -> None:
+    """With ``--workers N``, wait until every worker has logged its start-up (at INFO).
+
+    The first worker answers while the others may still be importing Django (seconds on a busy
+    machine); until they accept, the kernel hands every connection to the first, and a test
+    that spreads sockets over the workers would see only one.
+    """
+    args = " ".join(extra_args).replace("=", " ").split()
+    if "--workers" not in args or server.env.get("LOG_LEVEL", "INFO") not in ("INFO", "DEBUG"):
+        return
+    workers = int(args[args.index("--workers") + 1])
+    deadline = time.monotonic() + timeout
+    while server.log().count("Application startup complete.") < workers:
+        if time.monotonic() > deadline or server.process.poll() is not None:
+            return  # the test finds out what is wrong, with the log
+        time.sleep(0.05)
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
@@ -289,6 +307,7 @@ def run_server(
         server = Server(port=port, env=env, log_path=log_path, process=process)
         try:
             wait_serving(f"{server.http}/accounts/login/", process, server.log)
+            _wait_workers(server, extra_args)
             break
         except RuntimeError:
             _stop(process)
