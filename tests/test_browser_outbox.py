@@ -202,6 +202,7 @@ def test_enter_clears_at_once_and_fast_messages_stay_apart(
     assert room.errors == []
 
 
+@pytest.mark.serial  # timer bounds within a second: run alone (./test)
 def test_offline_shows_truth_and_delivers_once_when_back(
     new_page: Callable[[], Page], server: Server
 ) -> None:
@@ -367,6 +368,7 @@ def test_a_refused_message_fails_with_retry_and_discard(
     assert room.errors == []
 
 
+@pytest.mark.serial  # timer bounds within a second: run alone (./test)
 def test_a_tab_coming_back_probes_its_socket(new_page: Callable[[], Page]) -> None:
     """A tab made visible again pings at once and gives up an open socket that does not
     answer within 5 s (instead of waiting for the 15 s of the ping timer)."""
@@ -436,6 +438,7 @@ def test_retry_now_reconnects_at_once(new_page: Callable[[], Page]) -> None:
     print(f"\nretry now: live {took:.2f} s after the click")
 
 
+@pytest.mark.serial  # timer bounds within a second: run alone (./test)
 def test_a_silent_socket_is_found_dead_within_15_s(new_page: Callable[[], Page]) -> None:
     """Frames stop both ways but the socket is not closed (a dead link): the client gives it
     up within 15 s of the last frame, and reconnects by itself."""
@@ -470,6 +473,7 @@ def test_a_silent_socket_is_found_dead_within_15_s(new_page: Callable[[], Page])
     print(f"\nsilent socket: given up after {took:.2f} s")
 
 
+@pytest.mark.serial  # timer bounds within a second: run alone (./test)
 def test_a_server_back_is_reached_within_5_s(new_page: Callable[[], Page], server: Server) -> None:
     """The server is unreachable long enough for the backoff to reach its cap (the client is
     pointed at a room the server refuses at the handshake, 403); once it is reachable, the

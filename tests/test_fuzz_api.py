@@ -122,6 +122,12 @@ def test_every_operation_answers_bad_input_with_a_json_4xx(api_server: Server) -
     def send(case: schemathesis.Case) -> None:
         if time.monotonic() > deadline:
             return
+        # Negative cases carry made-up headers, Host among them when Hypothesis has seen the
+        # string in the modules this process imported (which tests ran before, here): the
+        # server is reached at its own address, and a forged Host is refused by ALLOWED_HOSTS
+        # (400) before any API code, logged by Django with a traceback.
+        for name in [name for name in case.headers or {} if name.lower() == "host"]:
+            del case.headers[name]
         for who, headers in identities.items():
             response = case.call(base_url=server.http, headers=headers, timeout=15)
             status = response.status_code
