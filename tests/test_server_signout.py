@@ -67,7 +67,9 @@ async def close_time(ws: ClientConnection, *, seed: bool = False) -> tuple[float
     error = None
     try:
         while True:
-            text = await asyncio.wait_for(ws.recv(), BOUND + 3)
+            # A safety net only: the change may start a `manage.py shell` (seconds on a busy
+            # machine) before it signs out; `report` holds the close to BOUND from the change.
+            text = await asyncio.wait_for(ws.recv(), BOUND + 60)
             if not seed:
                 frame = orjson.loads(text)
                 if frame.get("type") == "error":
