@@ -479,6 +479,7 @@ async def open_on(
     raise AssertionError(f"nginx never sent {name} to port {want.port}")
 
 
+@pytest.mark.serial  # bob back within the presence ttl: run alone (./test)
 async def test_a_killed_worker_behind_nginx_loses_no_message_and_its_users_leave(
     tmp_path: Path,
 ) -> None:

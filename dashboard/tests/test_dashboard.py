@@ -97,6 +97,7 @@ async def test_workers_add_up_and_silent_ones_drop_out() -> None:
     assert (await store.event_series(int(now), 1)) == [7]
 
 
+@pytest.mark.serial  # a quiet 0.6 s after the last frame: run alone (./test)
 async def test_a_burst_is_conflated_and_the_last_frame_has_the_final_values(
     demo: Demo, settings: Any
 ) -> None:
