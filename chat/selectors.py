@@ -103,6 +103,18 @@ def room_is_member(*, user: AnyUser, room: Room) -> bool:
     return room.members.filter(pk=user.pk).exists()
 
 
+def room_can_moderate(*, user: AnyUser, room_id: int) -> bool:
+    """True when ``user`` may delete any message of the room: staff, or one of the room's
+    moderators (at most one query). The rule ``services.message_delete`` enforces and the
+    room page follows when it offers Delete on others' messages."""
+    if not user.is_authenticated or user.pk is None:
+        return False
+    if getattr(user, "is_staff", False):
+        return True
+    moderators = Room.moderators.through.objects
+    return moderators.filter(room_id=room_id, user_id=user.pk).exists()
+
+
 def room_get_readable(*, user: AnyUser, room_id: int) -> Room:
     """Return the room if ``user`` may read it: signed in, and a member if it is private.
 

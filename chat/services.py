@@ -33,6 +33,7 @@ from .selectors import (
     message_latest_offset,
     message_reactions,
     read_cursor_offset,
+    room_can_moderate,
     room_get_by_name,
     room_get_readable,
     room_id_valid,
@@ -869,12 +870,8 @@ def message_delete(
     message_id = _message_id_check(message_id)
     with transaction.atomic():
         message, deleter = _readable_message(user, message_id, room_id)
-        allowed = (
-            message.author_id == deleter.pk
-            or deleter.is_staff
-            or Room.moderators.through.objects.filter(
-                room_id=message.room_id, user_id=deleter.pk
-            ).exists()
+        allowed = message.author_id == deleter.pk or room_can_moderate(
+            user=deleter, room_id=message.room_id
         )
         if not allowed:
             raise PermissionDenied("only its author, staff or a moderator may delete a message")

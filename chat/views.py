@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Page, Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden
@@ -109,14 +108,6 @@ def _history(room: Room, first_unread: int | None) -> list[Message]:
     return unread
 
 
-def _can_moderate(user: AbstractBaseUser | AnonymousUser, room: Room) -> bool:
-    """Whether the page offers Delete on others' messages: staff and the room's moderators,
-    the rule ``services.message_delete`` enforces (the page only shows the button)."""
-    if not user.is_authenticated or user.pk is None:
-        return False
-    return bool(getattr(user, "is_staff", False)) or room.moderators.filter(pk=user.pk).exists()
-
-
 def _render_room(request: HttpRequest, room: Room) -> HttpResponse:
     """The room page of a room ``_readable`` returned."""
     reading = selectors.read_state(user=request.user, room_id=room.pk)
@@ -136,7 +127,8 @@ def _render_room(request: HttpRequest, room: Room) -> HttpResponse:
         "is_member": selectors.room_is_member(user=user, room=room),
         "page": {
             "older_url": _older_url(room, messages),
-            "can_moderate": _can_moderate(user, room),
+            # Delete on others' messages: the rule services.message_delete enforces.
+            "can_moderate": selectors.room_can_moderate(user=user, room_id=room.pk),
             "first_unread": reading.first_unread,
             "last_read": reading.last_read,
         },

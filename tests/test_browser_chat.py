@@ -114,20 +114,26 @@ def test_two_people_chat_live(new_page: Callable[[], Page]) -> None:
     assert "alice" not in carol.content()
 
 
-def test_reconnect_recovers_missed_messages_exactly_once(
-    new_page: Callable[[], Page], server: Server
-) -> None:
-    bob = new_page()
-    # Every socket of bob's page goes through here, so the test can hold him offline.
-    offline = {"on": False}
+def hold_offline(page: Page) -> dict[str, bool]:
+    """Route every socket of ``page`` through a switch: while ``switch["on"]`` is true, new
+    sockets are refused (1013), so the test can hold the page offline."""
+    switch = {"on": False}
 
     def route(ws: WebSocketRoute) -> None:
-        if offline["on"]:
+        if switch["on"]:
             ws.close(code=1013, reason="try again later")
         else:
             ws.connect_to_server()
 
-    bob.route_web_socket(re.compile(r"/ws/$"), route)
+    page.route_web_socket(re.compile(r"/ws/$"), route)
+    return switch
+
+
+def test_reconnect_recovers_missed_messages_exactly_once(
+    new_page: Callable[[], Page], server: Server
+) -> None:
+    bob = new_page()
+    offline = hold_offline(bob)
     log_in(bob, "bob")
     room_name = f"reconnect-{uuid.uuid4().hex[:8]}"
     open_new_room(bob, room_name)
@@ -362,15 +368,7 @@ def test_changes_missed_while_offline_are_replayed_in_order(
     new_page: Callable[[], Page], server: Server
 ) -> None:
     bob = new_page()
-    offline = {"on": False}
-
-    def route(ws: WebSocketRoute) -> None:
-        if offline["on"]:
-            ws.close(code=1013, reason="try again later")
-        else:
-            ws.connect_to_server()
-
-    bob.route_web_socket(re.compile(r"/ws/$"), route)
+    offline = hold_offline(bob)
     log_in(bob, "bob")
     open_new_room(bob, f"replay-{uuid.uuid4().hex[:8]}")
     wait_live(bob)
